@@ -1,0 +1,24 @@
+# Set-up commands. Each creates or reuses the virtualenv .venv at the repository root.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DEMO_DIR ?= demo_output
+
+.PHONY: setup test demo clean-demo
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-test.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-test.txt
+	touch $@
+
+test: setup
+	$(PY) -m pytest -q
+
+demo: setup
+	PYTHON=$(PY) DEMO_DIR=$(DEMO_DIR) bash scripts/demo.sh
+
+clean-demo:
+	rm -rf $(DEMO_DIR)

@@ -1,0 +1,69 @@
+"""Atomic writes: the target is whole or absent, and no temp file is left behind."""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from PIL import Image
+
+from cocoaug.atomic import atomic_path, save_image_atomic, write_csv_atomic, write_json_atomic
+from cocoaug.errors import UserError
+
+
+def test_json_csv_and_image_are_written(tmp_path):
+    write_json_atomic(tmp_path / "a" / "x.json", [{"k": [1, 2]}])
+    assert json.loads((tmp_path / "a" / "x.json").read_text()) == [{"k": [1, 2]}]
+    write_csv_atomic(tmp_path / "x.csv", [{"k": [1, 2], "t": "hi, there"}], ["k", "t"])
+    assert (tmp_path / "x.csv").read_text().splitlines() == ["k,t", '"[1,2]","hi, there"']
+    save_image_atomic(tmp_path / "x.png", Image.new("RGB", (3, 2), (1, 2, 3)))
+    assert Image.open(tmp_path / "x.png").getpixel((2, 1)) == (1, 2, 3)
+    assert sorted(os.listdir(tmp_path)) == ["a", "x.csv", "x.png"]
+    assert os.listdir(tmp_path / "a") == ["x.json"]
+
+
+def test_exception_keeps_the_old_file_and_removes_the_temp(tmp_path):
+    target = tmp_path / "x.json"
+    target.write_text("old")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise KeyboardInterrupt
+    assert target.read_text() == "old"
+    assert os.listdir(tmp_path) == ["x.json"]
+
+
+def test_full_disk_is_a_user_error(tmp_path):
+    target = tmp_path / "x.json"
+    with pytest.raises(UserError, match="no space left on device") as info:
+        with atomic_path(target):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert str(target) in str(info.value)
+    assert os.listdir(tmp_path) == []
+
+
+def test_killed_writer_leaves_no_partial_target(tmp_path):
+    """A process killed mid-write (SIGKILL) leaves at most a hidden temp file, never the target."""
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        sys.path.insert(0, {os.getcwd()!r})
+        from cocoaug.atomic import atomic_path
+        with atomic_path({str(tmp_path / "big.bin")!r}) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(b"x" * 1000)
+                f.flush()
+                print("writing", flush=True)
+                time.sleep(60)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "big.bin").exists()
+    assert all(name.startswith(".big.bin.") for name in os.listdir(tmp_path))
