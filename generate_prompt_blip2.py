@@ -1,0 +1,540 @@
+"""Stage 1: pick the COCO images that suit generation, caption them with BLIP-2, clean the captions.
+
+Reads IMAGES_DIR and a COCO annotation file. Writes into OUT_DIR:
+  blip2.json / blip2.csv            one record per selected image with its raw caption
+  blip2_post.json / blip2_post.csv  the post-processed captions: what stage 2 reads
+  selected/                         the originals of those records (relative paths kept) and
+                                    selected/selected.json, a COCO file with their annotations
+  blip2.partial.jsonl               captions as they are made: a rerun reuses them (resume)
+  selection.json                    with --select-only: the selected records, no captions
+
+    python generate_prompt_blip2.py -i coco/train2017 -a coco/annotations/instances_train2017.json \
+        -o out --categories "kite,sports ball" --prompt "a photo of"
+
+To change which images are picked, edit `select_images`; to change how captions are cleaned,
+edit `post_process`. Both sit right below; most choices are also flags (--help).
+"""
+
+import argparse
+import gc
+import importlib.util
+import logging
+import os
+import re
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from cocoaug.atomic import atomic_path, write_csv_atomic, write_json_atomic
+from cocoaug.boxes import clip_xywh, xywh_pixels_to_xyxy_norm
+from cocoaug.coco import load_coco, read_json
+from cocoaug.errors import UserError
+from cocoaug.images import open_rgb
+from cocoaug.paths import refuse_same_folder, require_dir, resolve_under
+from cocoaug.records import RECORD_FIELDS
+from cocoaug.runtime import add_debug_flag, check_model_source, model_load_errors, resolve_device, resolve_dtype, run_cli
+
+log = logging.getLogger("generate_prompt_blip2")
+PARTIAL_NAME = "blip2.partial.jsonl"
+MAX_LISTED = 20
+
+
+def select_images(images: pd.DataFrame, args) -> pd.Series:
+    """Say for every image why it is skipped; "" means it is selected (--limit applies after).
+
+    ``images`` has one row per image of the annotation file (index ``image_id``) and these
+    columns, computed from the image's boxes: ``n_boxes``, ``n_categories``, ``n_crowd``,
+    ``n_wanted`` (boxes of a --categories category; all boxes without that flag),
+    ``min_box_area`` (smallest box area in pixels after clipping to the image; 0 without
+    boxes), ``width``, ``height``.
+    To change the rule, edit a condition or add a ``(reason, condition)`` pair: an image is
+    skipped for the first condition that holds. Keep conditions as column arithmetic (not a
+    Python function per image) so that a COCO-sized file still takes seconds.
+    """
+    rules = [
+        ("no annotations", images.n_boxes == 0),
+        ("category filter", images.n_wanted == 0),
+        ("crowd annotation", images.n_crowd > 0),
+        ("degenerate box", images.min_box_area <= 0),
+        ("small box", images.min_box_area < args.min_box_area),
+        ("multi-category", (images.n_categories > 1) & (not args.allow_multi_category)),
+        ("too many objects", images.n_boxes > args.max_objects),
+    ]
+    reasons = np.select([condition.to_numpy() for _, condition in rules], [reason for reason, _ in rules], default="")
+    return pd.Series(reasons, index=images.index, name="skip_reason")
+
+
+def post_process(text: str, record: dict, args) -> tuple[str | None, str]:
+    """Clean one raw caption: return ``(caption, "")`` to keep the record, ``(None, reason)`` to drop it.
+
+    In order: tidy the text (trim, one space between words, drop a trailing fragment), apply
+    the --rules file, drop empty captions and those with a --forbid word, then handle a caption
+    that does not name the record's labels as --missing-label says. Add your own dataset's
+    fixes here, or better in a --rules file, which needs no code.
+    """
+    text = apply_rules(tidy_caption(text), record, args.rules)
+    if not text:
+        return None, "empty caption"
+    if args.forbid and any(word_pattern(word).search(text) for word in args.forbid):
+        return None, "forbidden word"
+    missing = [label for label in dict.fromkeys(record["labels"]) if not word_pattern(label).search(text)]
+    if missing and args.missing_label == "drop":
+        return None, "label not mentioned"
+    if missing and args.missing_label == "prepend":
+        text = " and ".join(count_phrase(record["labels"].count(label), label) for label in missing) + ", " + text
+    return text, ""
+
+
+# --- caption text helpers (used by post_process) -------------------------------------------
+
+DANGLING_WORDS = {"a", "an", "the", "and", "or", "with", "of", "on", "in", "at", "to", "for", "from", "by", "is", "are"}
+NUMBER_WORDS = ["zero", "a", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+
+
+def tidy_caption(text: str) -> str:
+    """Trim, collapse whitespace, cut an unfinished second sentence and dangling end words."""
+    text = " ".join(text.split())
+    ends = [m.end() for m in re.finditer(r"[.!?](?=\s)", text)]
+    if ends:
+        text = text[: ends[-1]]
+    words = text.rstrip(" ,;:-").split(" ")
+    while words and words[-1].lower() in DANGLING_WORDS:
+        words.pop()
+    return " ".join(words).rstrip(" ,;:-")
+
+
+def plural(noun: str) -> str:
+    """Simple English plural of the last word: +s, +es after s/x/z/ch/sh, y -> ies after a consonant."""
+    if re.search(r"(s|x|z|ch|sh)$", noun):
+        return noun + "es"
+    if re.search(r"[^aeiou]y$", noun):
+        return noun[:-1] + "ies"
+    return noun + "s"
+
+
+def count_phrase(count: int, label: str) -> str:
+    """``1, "apple"`` -> "an apple", ``2, "cat"`` -> "two cats", ``12, "box"`` -> "12 boxes"."""
+    if count == 1:
+        return ("an " if label[:1].lower() in "aeiou" else "a ") + label
+    number = NUMBER_WORDS[count] if count < len(NUMBER_WORDS) else str(count)
+    return f"{number} {plural(label)}"
+
+
+def word_pattern(word: str) -> re.Pattern:
+    """Case-insensitive whole-word match of ``word`` or its plural; spaces match any whitespace."""
+    forms = sorted({word, plural(word)}, key=len, reverse=True)
+    alternatives = "|".join(r"\s+".join(map(re.escape, form.split())) for form in forms)
+    return re.compile(rf"\b(?:{alternatives})\b", re.IGNORECASE)
+
+
+def apply_rules(text: str, record: dict, rules: list[dict]) -> str:
+    """Apply the --rules replacements in order; a rule with ``labels`` only where a label matches."""
+    labels = {label.lower() for label in record["labels"]}
+    for rule in rules:
+        if rule["labels"] and not labels & rule["labels"]:
+            continue
+        text = rule["compiled"].sub(rule["replacement"], text)
+    return " ".join(text.split())
+
+
+def load_rules(path) -> list[dict]:
+    """Read and check a --rules file: a JSON list of {pattern, replacement, regex, labels}."""
+    if path is None:
+        return []
+    rules = read_json(path, "rules file")
+    if not isinstance(rules, list):
+        raise UserError("rules file must be a JSON list of {pattern, replacement, regex, labels}", path)
+    checked = []
+    for index, rule in enumerate(rules):
+        where = f"{path}, rule {index}"
+        if not isinstance(rule, dict) or not isinstance(rule.get("pattern"), str) or not rule["pattern"]:
+            raise UserError("a rule needs a non-empty string 'pattern'", where)
+        if not isinstance(rule.get("replacement", ""), str) or not isinstance(rule.get("regex", False), bool):
+            raise UserError("'replacement' must be a string and 'regex' true or false", where)
+        labels = rule.get("labels", [])
+        if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+            raise UserError("'labels' must be a list of category names", where)
+        unknown = set(rule) - {"pattern", "replacement", "regex", "labels"}
+        if unknown:
+            raise UserError(f"unknown key(s) {sorted(unknown)}", where)
+        try:
+            pattern = rule["pattern"] if rule.get("regex") else rf"\b{re.escape(rule['pattern'])}\b"
+            compiled = re.compile(pattern, 0 if rule.get("regex") else re.IGNORECASE)
+        except re.error as exc:
+            raise UserError(f"invalid regular expression: {exc}", where) from None
+        checked.append({"compiled": compiled, "replacement": rule.get("replacement", ""),
+                        "labels": {label.lower() for label in labels}})
+    return checked
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface; every default is here."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-i", "--images", required=True, metavar="IMAGES_DIR", help="folder the COCO file_names are relative to")
+    p.add_argument("-a", "--annotations", required=True, metavar="ANNOTATIONS.json", help="COCO annotation file")
+    p.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="output folder (not the image folder)")
+    g = p.add_argument_group("selection (see select_images)")
+    g.add_argument("--max-objects", type=int, default=6, metavar="N", help="skip images with more than N boxes (default 6)")
+    g.add_argument("--allow-multi-category", action="store_true", help="also select images whose boxes are of several categories")
+    g.add_argument("--categories", metavar="NAME[,NAME...]", help="select only images with a box of one of these categories")
+    g.add_argument("--min-box-area", type=float, default=0.0, metavar="PIXELS",
+                   help="skip images with a box smaller than PIXELS after clipping to the image (default 0: "
+                        "every box must keep a positive area)")
+    g.add_argument("--limit", type=int, metavar="N", help="keep only the first N selected images by image_id")
+    g.add_argument("--select-only", action="store_true",
+                   help="write OUT_DIR/selection.json and the summary, then stop: no model is loaded, no image is read "
+                        "(sizes come from the annotation file; missing files are found by the full run)")
+    g = p.add_argument_group("captioning")
+    g.add_argument("--model", default="Salesforce/blip2-opt-2.7b", help="BLIP-2 hub id or local folder (default %(default)s)")
+    g.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"], help="default auto: cuda, mps, then cpu")
+    g.add_argument("--dtype", default="auto", choices=["auto", "float16", "bfloat16", "float32"],
+                   help="model dtype (default auto: float16 on CUDA, float32 elsewhere)")
+    g.add_argument("--load-in-8bit", action="store_true", help="load the model in 8 bits (needs the bitsandbytes package)")
+    g.add_argument("--batch-size", type=int, default=8, help="images per generate call (default 8)")
+    g.add_argument("--max-new-tokens", type=int, default=30, help="caption length limit in tokens (default 30)")
+    g.add_argument("--prompt", default="", metavar="TEXT", help='text the caption continues, e.g. "a photo of" (not part of the caption)')
+    g.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1), help="image decoding processes (default min(4, CPUs))")
+    g.add_argument("--skip-missing", action="store_true", help="skip (warn and count) missing or unreadable images instead of stopping")
+    g = p.add_argument_group("post-processing (see post_process)")
+    g.add_argument("--rules", metavar="FILE", help='JSON list of {"pattern", "replacement", "regex": bool, "labels": [...]}, applied in order')
+    g.add_argument("--missing-label", default="prepend", choices=["drop", "prepend", "keep"],
+                   help='caption not naming the label: drop the record, prepend e.g. "two cats, " (default), or keep it')
+    g.add_argument("--forbid", metavar="WORD[,WORD...]", help="drop captions containing one of these words (whole word or plural)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    add_debug_flag(p)
+    return p
+
+
+def check_arguments(args):
+    """Refuse bad arguments and existing outputs before anything slow happens."""
+    for name in ("max_objects", "batch_size", "max_new_tokens", "limit"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UserError("must be at least 1", f"--{name.replace('_', '-')} {value}")
+    if args.num_workers < 0 or args.min_box_area < 0:
+        raise UserError("must not be negative", "--num-workers / --min-box-area")
+    args.images, args.output = require_dir(args.images, "image folder"), Path(args.output)
+    refuse_same_folder(args.output, args.images)
+    args.categories = split_list(args.categories)
+    args.forbid = split_list(args.forbid)
+    args.rules = load_rules(args.rules)
+    names = ["selection.json"] if args.select_only else ["blip2.json", "blip2.csv", "blip2_post.json", "blip2_post.csv", "selected"]
+    for name in names:
+        if (args.output / name).exists() and not args.overwrite:
+            raise UserError("output exists; pass --overwrite to replace it", args.output / name)
+    if not args.select_only:
+        args.model = check_model_source(args.model)
+        if args.load_in_8bit and importlib.util.find_spec("bitsandbytes") is None:
+            raise UserError("--load-in-8bit needs the bitsandbytes package (pip install bitsandbytes)", "--load-in-8bit")
+
+
+def split_list(text):
+    return [item.strip() for item in text.split(",") if item.strip()] if text else []
+
+
+# --- selection ------------------------------------------------------------------------------
+
+def load_annotations(path):
+    """Load and validate the COCO file with the garbage collector held off.
+
+    The parsed file holds millions of objects, lives until the end and has no reference
+    cycles; left alone, the collector rescans all of it at every full collection, which on a
+    COCO-train-sized file costs more than the rest of the selection.
+    """
+    gc.disable()
+    try:
+        dataset = load_coco(path)
+        gc.freeze()
+    finally:
+        gc.enable()
+    return dataset
+
+
+def image_table(dataset, categories: list[str]) -> pd.DataFrame:
+    """One row per image with the per-image box statistics `select_images` reads (vectorised)."""
+    image_ids = np.array([image["id"] for image in dataset.images], dtype=np.int64)
+    order = np.argsort(image_ids)
+    image_ids = image_ids[order]
+    width = np.array([image["width"] for image in dataset.images], dtype=np.int64)[order]
+    height = np.array([image["height"] for image in dataset.images], dtype=np.int64)[order]
+    row = np.searchsorted(image_ids, dataset.ann_image_id)
+    n = len(image_ids)
+    clipped = clip_xywh(dataset.ann_bbox_xywh, width[row], height[row])
+    min_area = np.full(n, np.inf)
+    np.minimum.at(min_area, row, clipped[:, 2] * clipped[:, 3])
+    category_ids = np.array(sorted(dataset.category_by_id), dtype=np.int64)
+    category_row = np.searchsorted(category_ids, dataset.ann_category_id)
+    image_category_pairs = np.unique(row * len(category_ids) + category_row)
+    wanted = np.isin(dataset.ann_category_id, category_ids_for(dataset, categories)) if categories else np.ones(len(row), bool)
+    n_boxes = np.bincount(row, minlength=n)
+    return pd.DataFrame({
+        "width": width, "height": height, "n_boxes": n_boxes,
+        "n_categories": np.bincount(image_category_pairs // len(category_ids), minlength=n),
+        "n_crowd": np.bincount(row, weights=dataset.ann_iscrowd, minlength=n).astype(np.int64),
+        "n_wanted": np.bincount(row, weights=wanted, minlength=n).astype(np.int64),
+        "min_box_area": np.where(n_boxes > 0, min_area, 0.0),
+    }, index=pd.Index(image_ids, name="image_id"))
+
+
+def category_ids_for(dataset, names: list[str]) -> list[int]:
+    """Category ids of --categories names (case-insensitive); an unknown name is a UserError."""
+    by_name = {c["name"].lower(): cid for cid, c in dataset.category_by_id.items()}
+    unknown = [name for name in names if name.lower() not in by_name]
+    if unknown:
+        known = ", ".join(sorted(c["name"] for c in dataset.categories)[:MAX_LISTED])
+        raise UserError(f"unknown category {unknown[0]!r}; the file has: {known}", "--categories")
+    return [by_name[name.lower()] for name in names]
+
+
+def apply_limit(reasons: pd.Series, limit) -> pd.Series:
+    """Mark every selected image after the first ``limit`` (by image_id) as skipped by "limit"."""
+    selected = reasons.index[reasons == ""]
+    if limit is not None and len(selected) > limit:
+        reasons = reasons.copy()
+        reasons[selected[limit:]] = "limit"
+    return reasons
+
+
+def build_records(dataset, table: pd.DataFrame, selected_ids: np.ndarray) -> tuple[list[dict], dict]:
+    """Stage-1 records (no caption yet) of ``selected_ids`` (ascending), and each one's pixel boxes."""
+    keep = np.isin(dataset.ann_image_id, selected_ids)
+    index = np.flatnonzero(keep)[np.argsort(dataset.ann_image_id[keep], kind="stable")]
+    image_ids = dataset.ann_image_id[index]
+    sizes = table.loc[image_ids, ["width", "height"]].to_numpy()
+    bbox_xywh = dataset.ann_bbox_xywh[index]
+    boxes = xywh_pixels_to_xyxy_norm(bbox_xywh, sizes[:, 0], sizes[:, 1]).tolist()
+    ann_ids, cat_ids = dataset.ann_id[index].tolist(), dataset.ann_category_id[index].tolist()
+    names = {cid: c["name"] for cid, c in dataset.category_by_id.items()}
+    starts = np.searchsorted(image_ids, selected_ids).tolist() + [len(index)]
+    records, pixel_boxes = [], {}
+    for k, image_id in enumerate(selected_ids.tolist()):
+        a, b = starts[k], starts[k + 1]
+        image = dataset.image_by_id[image_id]
+        labels = [names[c] for c in cat_ids[a:b]]
+        records.append({
+            "image_id": image_id, "file_name": image["file_name"], "width": image["width"], "height": image["height"],
+            "category_id": cat_ids[a], "label": labels[0], "bbox": boxes[a:b],
+            "annotation_ids": ann_ids[a:b], "category_ids": cat_ids[a:b], "labels": labels,
+        })
+        pixel_boxes[image_id] = bbox_xywh[a:b]
+    return records, pixel_boxes
+
+
+# --- captioning -----------------------------------------------------------------------------
+
+class ImageFiles:
+    """Map-style dataset for torch's DataLoader: decodes one image in a worker process."""
+
+    def __init__(self, paths: list[Path], image_ids: list[int]):
+        self.paths, self.image_ids = paths, image_ids
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        try:
+            return self.image_ids[i], open_rgb(self.paths[i]), ""
+        except UserError as exc:  # passed on as data: the main process decides to stop or skip
+            return self.image_ids[i], None, str(exc)
+
+
+def collate_images(batch):
+    """Keep PIL images as a list: the processor resizes them in the main process."""
+    return [list(column) for column in zip(*batch)]
+
+
+def image_paths(records, args, summary) -> tuple[list[dict], list[Path]]:
+    """Resolve every record's file; missing files stop the run (one error listing them) or are skipped."""
+    paths = [resolve_under(args.images, record["file_name"]) for record in records]
+    missing = [i for i, path in enumerate(paths) if not path.is_file()]
+    if missing:
+        names = [records[i]["file_name"] for i in missing]
+        listed = ", ".join(names[:MAX_LISTED]) + (f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else "")
+        if not args.skip_missing:
+            raise UserError(f"{len(names)} image file(s) not found under {args.images} (--skip-missing skips them)", listed)
+        log.warning("skipping %d missing image file(s): %s", len(names), listed)
+        summary["skipped: missing image file"] += len(names)
+        gone = set(missing)
+        records = [r for i, r in enumerate(records) if i not in gone]
+        paths = [p for i, p in enumerate(paths) if i not in gone]
+    return records, paths
+
+
+def load_model(args):
+    """Load the BLIP-2 processor and model; every failure is a UserError naming the model."""
+    import torch
+    from transformers import AutoConfig, Blip2ForConditionalGeneration, Blip2Processor
+
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    with model_load_errors(args.model):
+        config = AutoConfig.from_pretrained(args.model)
+        if config.model_type != "blip-2":
+            raise UserError(f"not a BLIP-2 model (model_type {config.model_type!r})", args.model)
+        processor = Blip2Processor.from_pretrained(args.model)
+        extra = {}
+        if args.load_in_8bit:
+            from transformers import BitsAndBytesConfig
+            extra = {"quantization_config": BitsAndBytesConfig(load_in_8bit=True), "device_map": {"": str(device)}}
+        model = Blip2ForConditionalGeneration.from_pretrained(args.model, dtype=dtype, **extra)
+    if not args.load_in_8bit:
+        model = model.to(device)
+    # OPT continues the last token of each row, so a batch must be padded on the left.
+    processor.tokenizer.padding_side = "left"
+    torch.set_grad_enabled(False)
+    return processor, model.eval(), device, dtype
+
+
+def caption_batch(processor, model, images, args, device, dtype) -> list[str]:
+    """Greedy captions of a list of PIL images; only the new tokens are decoded."""
+    inputs = processor(images=images, text=[args.prompt] * len(images), return_tensors="pt", padding=True)
+    inputs = {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in inputs.items()}
+    output = model.generate(**inputs, do_sample=False, num_beams=1, max_new_tokens=args.max_new_tokens)
+    return processor.tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def read_partial(path: Path, key: dict) -> dict:
+    """Captions of an interrupted run made with the same model, prompt and length, by image id."""
+    done = {}
+    if not path.exists():
+        return done
+    for line in path.read_bytes().splitlines():
+        try:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue  # the last line of a run killed mid-write
+        if all(entry.get(k) == v for k, v in key.items()):
+            done[entry["image_id"]] = entry
+    return done
+
+
+def caption_records(records, paths, args, summary) -> dict:
+    """Caption every record (reusing the partial file), appending each batch to it as it is made."""
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    partial = args.output / PARTIAL_NAME
+    key = {"model": args.model, "prompt": args.prompt, "max_new_tokens": args.max_new_tokens}
+    done = read_partial(partial, key)
+    todo = [i for i, record in enumerate(records) if record["image_id"] not in done]
+    summary["captions reused from " + PARTIAL_NAME] += len(records) - len(todo)
+    if todo:
+        processor, model, device, dtype = load_model(args)
+        files = ImageFiles([paths[i] for i in todo], [records[i]["image_id"] for i in todo])
+        loader = DataLoader(files, batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=collate_images)
+        args.output.mkdir(parents=True, exist_ok=True)
+        with open(partial, "ab") as sink, tqdm(total=len(todo), desc="captioning", unit="image") as bar:
+            for ids, images, errors in loader:
+                for image_id, error in zip(ids, errors):
+                    if error and not args.skip_missing:
+                        raise UserError(f"{error}; --skip-missing skips such files", f"image_id {image_id}")
+                    if error:
+                        log.warning("skipping image_id %s: %s", image_id, error)
+                        summary["skipped: unreadable image"] += 1
+                ok = [k for k, error in enumerate(errors) if not error]
+                texts = caption_batch(processor, model, [images[k] for k in ok], args, device, dtype) if ok else []
+                for k, text in zip(ok, texts):
+                    entry = {"image_id": ids[k], **key, "generated_text": text, "width": images[k].width, "height": images[k].height}
+                    done[ids[k]] = entry
+                    sink.write(orjson.dumps(entry) + b"\n")
+                sink.flush()
+                os.fsync(sink.fileno())
+                bar.update(len(ids))
+    return done
+
+
+def attach_captions(records, pixel_boxes, captions, summary) -> list[dict]:
+    """Records with their raw caption; a size that differs from the file's is corrected from the file."""
+    captioned = []
+    for record in records:
+        entry = captions.get(record["image_id"])
+        if entry is None:
+            continue
+        record = {**record, "generated_text": entry["generated_text"]}
+        size = (entry["width"], entry["height"])
+        if size != (record["width"], record["height"]):
+            log.warning("image_id %s: the annotation file says %dx%d, the file is %dx%d; using the file's size (%s)",
+                        record["image_id"], record["width"], record["height"], *size, record["file_name"])
+            clipped = clip_xywh(pixel_boxes[record["image_id"]], *size)
+            if (clipped[:, 2:] <= 0).any():
+                summary["skipped: box outside the image file"] += 1
+                continue
+            record.update(width=size[0], height=size[1],
+                          bbox=xywh_pixels_to_xyxy_norm(pixel_boxes[record["image_id"]], *size).tolist())
+        captioned.append(record)
+    return captioned
+
+
+# --- outputs --------------------------------------------------------------------------------
+
+def write_records(path: Path, records: list[dict], csv: bool = True):
+    write_json_atomic(path, records)
+    if csv:
+        write_csv_atomic(path.with_suffix(".csv"), records, list(RECORD_FIELDS))
+
+
+def copy_selected(records, paths_by_id, dataset, args):
+    """Copy the originals to OUT_DIR/selected/ (relative paths kept) with a COCO file of them."""
+    folder = args.output / "selected"
+    for record in records:
+        with atomic_path(resolve_under(folder, record["file_name"])) as tmp:
+            shutil.copyfile(paths_by_id[record["image_id"]], tmp)
+    ids = {record["image_id"] for record in records}
+    coco = {key: value for key, value in dataset.data.items() if key not in ("images", "annotations")}
+    coco["images"] = [dataset.image_by_id[i] for i in sorted(ids)]
+    coco["annotations"] = [a for a in dataset.annotations if a["image_id"] in ids]
+    write_json_atomic(folder / "selected.json", coco)
+
+
+def print_summary(summary: Counter):
+    width = max(map(len, summary)) + 2
+    print("stage 1 summary")
+    for name, count in summary.items():
+        print(f"  {name:<{width}}{count:>8}")
+
+
+def main(args):
+    check_arguments(args)
+    dataset = load_annotations(args.annotations)
+    table = image_table(dataset, args.categories)
+    reasons = apply_limit(select_images(table, args), args.limit)
+    summary = Counter({"images in annotation file": len(table)})
+    for reason, count in reasons[reasons != ""].value_counts().items():
+        summary[f"skipped: {reason}"] = int(count)
+    selected_ids = reasons.index[reasons == ""].to_numpy()
+    summary["selected"] = len(selected_ids)
+    records, pixel_boxes = build_records(dataset, table, selected_ids)
+    if args.select_only:
+        write_records(args.output / "selection.json", records, csv=False)
+        summary["written to selection.json"] = len(records)
+        print_summary(summary)
+        return
+    records, paths = image_paths(records, args, summary)
+    paths_by_id = {record["image_id"]: path for record, path in zip(records, paths)}
+    captions = caption_records(records, paths, args, summary)
+    raw = attach_captions(records, pixel_boxes, captions, summary)
+    summary["captioned"] = len(raw)
+    write_records(args.output / "blip2.json", raw)
+    final = []
+    for record in raw:
+        text, reason = post_process(record["generated_text"], record, args)
+        if text is None:
+            summary[f"dropped: {reason}"] += 1
+        else:
+            final.append({**record, "generated_text": text})
+    copy_selected(final, paths_by_id, dataset, args)
+    write_records(args.output / "blip2_post.json", final)
+    summary["written to blip2_post.json"] = len(final)
+    print_summary(summary)
+
+
+if __name__ == "__main__":
+    run_cli(main, build_parser())
