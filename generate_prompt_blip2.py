@@ -8,7 +8,7 @@ Reads IMAGES_DIR and a COCO annotation file. Writes into OUT_DIR:
   blip2.partial.jsonl               captions as they are made: a rerun reuses them (resume)
   selection.json                    with --select-only: the selected records, no captions
 
-    python generate_prompt_blip2.py -i coco/train2017 -a coco/annotations/instances_train2017.json \
+    python generate_prompt_blip2.py -i coco/train2017 -a coco/annotations/instances_train2017.json \\
         -o out --categories "kite,sports ball" --prompt "a photo of"
 
 To change which images are picked, edit `select_images`; to change how captions are cleaned,
@@ -198,10 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dtype", default="auto", choices=["auto", "float16", "bfloat16", "float32"],
                    help="model dtype (default auto: float16 on CUDA, float32 elsewhere)")
     g.add_argument("--load-in-8bit", action="store_true", help="load the model in 8 bits (needs the bitsandbytes package)")
-    g.add_argument("--batch-size", type=int, default=8, help="images per generate call (default 8)")
-    g.add_argument("--max-new-tokens", type=int, default=30, help="caption length limit in tokens (default 30)")
+    g.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per generate call (default 8)")
+    g.add_argument("--max-new-tokens", type=int, default=30, metavar="N", help="caption length limit in tokens (default 30)")
     g.add_argument("--prompt", default="", metavar="TEXT", help='text the caption continues, e.g. "a photo of" (not part of the caption)')
-    g.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1), help="image decoding processes (default min(4, CPUs))")
+    g.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1), metavar="N", help="image decoding processes (default min(4, CPUs))")
     g.add_argument("--skip-missing", action="store_true", help="skip (warn and count) missing or unreadable images instead of stopping")
     g = p.add_argument_group("post-processing (see post_process)")
     g.add_argument("--rules", metavar="FILE", help='JSON list of {"pattern", "replacement", "regex": bool, "labels": [...]}, applied in order')

@@ -152,6 +152,17 @@ def test_sample_set_selection_matches_a_plain_loop(tmp_path, sample_dataset):
     assert reference_selection(coco, multi=True, max_objects=10) != reference_selection(coco)
 
 
+def test_sample_set_default_selection_is_the_documented_one(tmp_path, sample_dataset):
+    annotations, images = sample_dataset / "annotations.json", sample_dataset / "images"
+    records, _ = select(tmp_path, annotations, images)
+    assert [r["image_id"] for r in records] == [101, 102, 105, 106, 110, 111, 117]
+    by_id = {r["image_id"]: r for r in records}
+    assert max(box[2] for box in by_id[110]["bbox"]) == 1.0  # the ball reaching past the border is clipped
+    assert by_id[117]["file_name"] == "extra/café photo.jpg"
+    records, _ = select(tmp_path, annotations, images, "--min-box-area", "50")
+    assert [r["image_id"] for r in records] == [101, 105, 106, 110, 111, 117]  # 102's box is 42 px
+
+
 def test_select_only_imports_no_model_library(tmp_path, toy):
     code = (
         "import sys, generate_prompt_blip2 as s\n"
