@@ -312,11 +312,13 @@ def load_model(args):
 
 
 def caption_batch(processor, model, images, args, device, dtype) -> list[str]:
-    """Greedy captions of a list of PIL images; only the new tokens are decoded."""
+    """Greedy captions of a list of PIL images; the prompt is not part of them."""
     inputs = processor(images=images, text=[args.prompt] * len(images), return_tensors="pt", padding=True)
     inputs = {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in inputs.items()}
     output = model.generate(**inputs, do_sample=False, num_beams=1, max_new_tokens=args.max_new_tokens)
-    return processor.tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    if not model.config.text_config.is_encoder_decoder:  # OPT returns the prompt too; Flan-T5 only new tokens
+        output = output[:, inputs["input_ids"].shape[1]:]
+    return processor.tokenizer.batch_decode(output, skip_special_tokens=True)
 
 
 def read_partial(path: Path, key: dict) -> dict:
