@@ -152,29 +152,29 @@ def parse_args(argv=None):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mode", choices=["generation", "inpainting"], required=True, help="draw new pictures, or repaint the boxes of the originals")
-    parser.add_argument("-i", "--images-dir", required=True, help="folder of the original images (records' file_name is relative to it)")
+    parser.add_argument("-i", "--images", required=True, help="folder of the original images (records' file_name is relative to it)")
     parser.add_argument("-p", "--prompts", required=True, help="stage-1 records, OUT_DIR/blip2_post.json")
-    parser.add_argument("-o", "--output-dir", required=True, help="images go to OUTPUT_DIR/<mode>/")
+    parser.add_argument("-o", "--output", required=True, help="images go to OUTPUT/<mode>/ (not the image folder)")
     parser.add_argument("-a", "--annotations", help="COCO annotation file; if given, every record's image_id must be in it")
     parser.add_argument("--model", help="GLIGEN checkpoint, hub id or local folder (default: masterful/gligen-1-4-<mode>-text-box)")
     parser.add_argument("--scheduler", help="diffusers scheduler class, e.g. DDIMScheduler, EulerDiscreteScheduler, DPMSolverMultistepScheduler (default: the checkpoint's)")
-    parser.add_argument("--steps", type=int, default=50, help="denoising steps")
-    parser.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance; 1 or less turns it off")
-    parser.add_argument("--grounding-beta", type=float, default=1.0, help="scheduled sampling: the fraction of steps that use the boxes")
-    parser.add_argument("--negative-prompt", default="", help="what the pictures should not show")
-    parser.add_argument("--phrase-template", default="{label}", help="each box's phrase; fields {label}, {category_id}, {caption}")
+    parser.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
+    parser.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance; 1 or less turns it off (default 7.5)")
+    parser.add_argument("--grounding-beta", type=float, default=1.0, help="scheduled sampling: the fraction of steps, from the first, that use the boxes (default 1.0: all)")
+    parser.add_argument("--negative-prompt", default="", help="what the pictures should not show (default: none)")
+    parser.add_argument("--phrase-template", default="{label}", help="each box's phrase; fields {label}, {category_id}, {caption} (default \"{label}\")")
     parser.add_argument("--resolution", type=int, help="working side in pixels: inpainting letterboxes into this square, generation uses about this squared area (default: the model's native size, 512 for the hub models)")
-    parser.add_argument("--keep-background", action=argparse.BooleanOptionalAction, default=True, help="inpainting: paste the original pixels back outside the boxes")
-    parser.add_argument("--feather", type=float, default=4.0, help="with --keep-background: pixels inside each box edge over which the generated part fades in")
-    parser.add_argument("--variants", type=int, default=1, help="images per record; K > 1 names them <name>_<k>.png")
-    parser.add_argument("--seed", type=int, default=0, help="each image's seed comes from (seed, image_id, variant)")
-    parser.add_argument("--batch-size", type=int, default=4, help="images per sampling batch (per process)")
+    parser.add_argument("--keep-background", action=argparse.BooleanOptionalAction, default=True, help="inpainting: paste the original pixels back outside the boxes (default on)")
+    parser.add_argument("--feather", type=float, default=4.0, help="with --keep-background: pixels inside each box edge over which the generated part fades in (default 4)")
+    parser.add_argument("--variants", type=int, default=1, help="images per record; K > 1 names them <name>_<k>.png (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="each image's seed comes from (seed, image_id, variant) (default 0)")
+    parser.add_argument("--batch-size", type=int, default=4, help="images per sampling batch, per process (default 4)")
     parser.add_argument("--limit", type=int, help="use only the first N records of the prompts file")
     parser.add_argument("--skip-missing", action="store_true", help="skip records whose image file is missing instead of stopping")
     parser.add_argument("--overwrite", action="store_true", help="remake images that exist already")
-    parser.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu")
+    parser.add_argument("--device", default="auto", help="auto (default: cuda, then mps, then cpu), cuda, cuda:N, mps or cpu")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float16", "bfloat16", "float32"], help="auto: float16 on CUDA, float32 elsewhere")
     parser.add_argument("--channels-last", action="store_true", help="channels-last memory format for UNet and VAE (often faster on CUDA)")
     add_debug_flag(parser)
@@ -251,7 +251,7 @@ def distributed_rank() -> tuple[int, int]:
 def pending_items(items: list[WorkItem], out_dir: Path, overwrite: bool) -> list[WorkItem]:
     """This process's images still to make; also removes temp files that a killed run left of them."""
     for item in items:
-        for stale in out_dir.glob(f".{item.file_name}.*.tmp"):
+        for stale in out_dir.glob(f".{item.file_name}.*.tmp"):  # the prefix cocoaug.atomic gives its temp files
             stale.unlink(missing_ok=True)
     return [item for item in items if overwrite or not (out_dir / item.file_name).exists()]
 
@@ -356,12 +356,12 @@ def wait_for_all_processes(world_size: int):
 def main(args):
     check_args(args)
     rank, world_size = distributed_rank()
-    images_dir = require_dir(args.images_dir, "image folder")
+    images_dir = require_dir(args.images, "image folder")
     records = load_records(args.prompts)
     if args.annotations:
         check_records_match_dataset(records, load_coco(args.annotations), args.prompts)
-    out_dir = Path(args.output_dir) / args.mode
-    refuse_same_folder(args.output_dir, images_dir)
+    out_dir = Path(args.output) / args.mode
+    refuse_same_folder(args.output, images_dir)
     refuse_same_folder(out_dir, images_dir)
     model = check_model_source(args.model or f"masterful/gligen-1-4-{args.mode}-text-box")
 
@@ -388,7 +388,11 @@ def main(args):
         generate(todo, sampler, args, args.resolution or components.native_size, out_dir, rank)
 
     wait_for_all_processes(world_size)
-    listed = rebuild_manifest(out_dir) if rank == 0 else None
+    listed = None
+    if rank == 0:
+        for stale in out_dir.glob(".manifest.jsonl.*.tmp"):
+            stale.unlink()
+        listed = rebuild_manifest(out_dir)
     prefix = f"rank {rank}: " if world_size > 1 else ""
     print(f"{prefix}generated {len(todo)}, skipped as existing {len(mine) - len(todo)}"
           + "".join(f", skipped ({why}) {n}" for why, n in skipped.items() if n)
