@@ -147,10 +147,6 @@ def paste_background(original: Image.Image, generated: Image.Image, boxes_xyxy_n
 # ---------------------------------------------------------------- arguments
 
 
-def parse_args(argv=None):
-    return build_parser().parse_args(argv)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mode", choices=["generation", "inpainting"], required=True, help="draw new pictures, or repaint the boxes of the originals")
