@@ -158,9 +158,8 @@ def frechet_distance(real: np.ndarray, generated: np.ndarray) -> float:
 
 
 def main(args):
-    for flag, value in {"--batch-size": args.batch_size}.items():
-        if value < 1:
-            raise UserError("must be a positive integer", f"{flag} {value}")
+    if args.batch_size < 1:
+        raise UserError("must be a positive integer", f"--batch-size {args.batch_size}")
     if args.num_workers < 0:
         raise UserError("must not be negative", f"--num-workers {args.num_workers}")
     if args.output and Path(args.output).exists() and not args.overwrite:
