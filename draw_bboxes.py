@@ -126,10 +126,10 @@ def parse_args(argv=None):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("-g", "--generated-dir", required=True, help="stage 2's OUT_DIR (holding generation/ and/or inpainting/), or one of those folders")
+    parser.add_argument("-g", "--generated", required=True, help="stage 2's OUT_DIR (holding generation/ and/or inpainting/), or one of those folders")
     parser.add_argument("-p", "--prompts", required=True, help="stage-1 records, OUT_DIR/blip2_post.json (or selection.json)")
-    parser.add_argument("-o", "--output-dir", required=True, help="BOXES_DIR: copies go to BOXES_DIR/<mode>/<same name>, overviews to BOXES_DIR/overview/")
-    parser.add_argument("-i", "--images-dir", help="folder of the original images; if given, each overview starts with the original")
+    parser.add_argument("-o", "--output", required=True, help="BOXES_DIR: copies go to BOXES_DIR/<mode>/<same name>, overviews to BOXES_DIR/overview/")
+    parser.add_argument("-i", "--images", help="folder of the original images; if given, each overview starts with the original")
     parser.add_argument("--overview", action=argparse.BooleanOptionalAction, default=True, help="write BOXES_DIR/overview/<image_id>.png")
     parser.add_argument("--overwrite", action="store_true", help="redraw copies and overviews that exist already")
     add_debug_flag(parser)
@@ -207,11 +207,11 @@ def check_originals(items, records_by_id, images_dir: Path):
 
 
 def main(args):
-    folders = mode_folders(args.generated_dir)
+    folders = mode_folders(args.generated)
     records_by_id = {r["image_id"]: r for r in load_records(args.prompts, require_text=False)}
-    images_dir = require_dir(args.images_dir, "image folder") if args.images_dir else None
-    boxes_dir = Path(args.output_dir)
-    refuse_same_folder(boxes_dir, args.generated_dir, images_dir, *folders.values())
+    images_dir = require_dir(args.images, "image folder") if args.images else None
+    boxes_dir = Path(args.output)
+    refuse_same_folder(boxes_dir, args.generated, images_dir, *folders.values())
     for mode, folder in folders.items():
         refuse_same_folder(boxes_dir / mode, folder)
 

@@ -77,9 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                                             "only when one mode folder has that name (generation/ and inpainting/ use the same names).")
     parser.add_argument("--original_annotation", required=True, help="the COCO annotation file the records came from")
     parser.add_argument("--original_data_root", required=True, help="folder of the original images (file_name is relative to it)")
-    parser.add_argument("-g", "--generated-dir", required=True, help="stage 2's OUT_DIR (holding generation/ and/or inpainting/), or one of those folders")
-    parser.add_argument("-i", "--selected-dir", required=True, help="SELECTED_DIR: the images you picked, bare or in <mode>/ folders, names unchanged")
-    parser.add_argument("-o", "--output-dir", required=True, help="FINAL_DIR: images/ and annotations.json go there")
+    parser.add_argument("-g", "--generated", required=True, help="stage 2's OUT_DIR (holding generation/ and/or inpainting/), or one of those folders")
+    parser.add_argument("-i", "--selected", required=True, help="SELECTED_DIR: the images you picked, bare or in <mode>/ folders, names unchanged")
+    parser.add_argument("-o", "--output", required=True, help="FINAL_DIR: images/ and annotations.json go there")
     parser.add_argument("-p", "--prompts", help="stage-1 records (blip2_post.json); if given, a generated image gets only the annotations of the boxes it was made from")
     parser.add_argument("--merge", action="store_true", help="also write FINAL_DIR/train_augmented.json: the whole original file plus the generated images")
     parser.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run")
@@ -263,16 +263,16 @@ def print_summary(coco, outputs: dict[str, dict], selection, copied: int):
 
 
 def main(args):
-    final_dir = Path(args.output_dir)
+    final_dir = Path(args.output)
     annotations_path = final_dir / "annotations.json"
     if annotations_path.exists() and not args.overwrite:
         raise UserError("the output folder holds an earlier result; use --overwrite to replace it", annotations_path)
     coco = load_coco(args.original_annotation)
     images_dir = require_dir(args.original_data_root, "image folder")
-    selected_dir = require_dir(args.selected_dir, "folder of selected images")
-    folders = mode_folders(args.generated_dir)
+    selected_dir = require_dir(args.selected, "folder of selected images")
+    folders = mode_folders(args.generated)
     final_images = final_dir / "images"
-    refuse_same_folder(final_dir, images_dir, selected_dir, args.generated_dir, *folders.values())
+    refuse_same_folder(final_dir, images_dir, selected_dir, args.generated, *folders.values())
     refuse_same_folder(final_images, images_dir)
     for mode, folder in folders.items():
         refuse_same_folder(final_images / GENERATED_SUBDIR / mode, folder)

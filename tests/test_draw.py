@@ -220,5 +220,5 @@ def test_bad_inputs_end_with_one_error_line(tmp_path, stage_outputs, sample_data
 def test_help_and_docs_name_every_flag():
     help_text = run_draw("--help").stdout
     docs = (ROOT / "docs" / "readme" / "stage3.md").read_text()
-    for flag in ["--generated-dir", "--prompts", "--output-dir", "--images-dir", "--overview", "--no-overview", "--overwrite", "--debug"]:
+    for flag in ["--generated", "--prompts", "--output", "--images", "--overview", "--no-overview", "--overwrite", "--debug"]:
         assert flag in help_text and flag in docs, flag
