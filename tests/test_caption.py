@@ -160,3 +160,16 @@ def test_model_errors_are_user_errors(sample_dataset, tiny_models, tmp_path):
         assert result.returncode == 2 and result.stderr.startswith(message), result.stderr
         assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert not (tmp_path / "out" / "blip2.json").exists()
+
+
+def test_dtype_and_device_flags(sample_dataset, blip2, tmp_path):
+    base = ["-i", sample_dataset / "images", "-a", sample_dataset / "annotations.json", "--model", blip2,
+            "--max-new-tokens", "4", "--limit", "2"]
+    result = run_stage(*base, "-o", tmp_path / "bf16", "--dtype", "bfloat16", "--device", "auto", "--batch-size", "2")
+    assert result.returncode == 0, result.stderr
+    assert len(load_records(tmp_path / "bf16" / "blip2.json")) == 2
+    import torch
+
+    if not torch.cuda.is_available():
+        missing = run_stage(*base, "-o", tmp_path / "cuda", "--device", "cuda")
+        assert missing.returncode == 2 and missing.stderr.startswith("error: CUDA is not available"), missing.stderr
