@@ -90,6 +90,7 @@ def post_process(text: str, record: dict, args) -> tuple[str | None, str]:
 
 
 def parse_args(argv=None):
+    """Parse the command line (``argv``, default sys.argv)."""
     return build_parser().parse_args(argv)
 
 
@@ -155,6 +156,7 @@ def check_arguments(args):
 
 
 def split_list(text):
+    """``"a, b,"`` -> ``["a", "b"]``; None -> ``[]``."""
     return [item.strip() for item in text.split(",") if item.strip()] if text else []
 
 
@@ -396,6 +398,7 @@ def attach_captions(records, pixel_boxes, captions, summary) -> list[dict]:
 # --- outputs --------------------------------------------------------------------------------
 
 def write_records(path: Path, records: list[dict], csv: bool = True):
+    """Write records as JSON and, for review in a spreadsheet, as CSV beside it."""
     write_json_atomic(path, records)
     if csv:
         write_csv_atomic(path.with_suffix(".csv"), records, list(RECORD_FIELDS))
@@ -415,6 +418,7 @@ def copy_selected(records, paths_by_id, dataset, args):
 
 
 def print_summary(summary: Counter):
+    """Print the counts of the run, one per line."""
     width = max(map(len, summary)) + 2
     print("stage 1 summary")
     for name, count in summary.items():
@@ -422,6 +426,7 @@ def print_summary(summary: Counter):
 
 
 def main(args):
+    """Select, caption, clean and write; --select-only stops after the selection."""
     check_arguments(args)
     dataset = load_annotations(args.annotations)
     table = image_table(dataset, args.categories)
