@@ -25,3 +25,13 @@ def stage_outputs(sample_dataset, tmp_path_factory) -> Path:
     from stage_outputs import make_stage_outputs
 
     return make_stage_outputs(sample_dataset, tmp_path_factory.mktemp("stage_outputs") / "out")
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> Path:
+    """The tiny random-weight models of scripts/make_tiny_models.py, built once: DIR with blip2/,
+    gligen-generation/ and gligen-inpainting/."""
+    folder = tmp_path_factory.mktemp("tiny_models") / "models"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_tiny_models.py"), str(folder)],
+                   check=True, capture_output=True)
+    return folder

@@ -1,0 +1,229 @@
+"""Write tiny random-weight BLIP-2 and GLIGEN models, for tests and demos, with nothing downloaded.
+
+The stages load these folders exactly as they load the hub checkpoints (``from_pretrained`` on
+the same classes, the same files and folder layout), only everything is a few hundred times smaller:
+
+  DIR/blip2               like Salesforce/blip2-opt-2.7b: Blip2ForConditionalGeneration (vision
+                          tower, Q-Former, OPT) and its Blip2Processor, 32x32-pixel images
+  DIR/gligen-generation   like masterful/gligen-1-4-generation-text-box: StableDiffusionGLIGENPipeline
+                          folders (unet, vae, text_encoder, tokenizer, scheduler), 64x64 pixels
+  DIR/gligen-inpainting   like masterful/gligen-1-4-inpainting-text-box: the same with a 9-channel UNet
+
+The tokenizers are real byte-level BPE tokenizers trained here on a few dozen caption-like
+sentences. The weights are random, so captions are random words and pictures are noise; the
+output layer of BLIP-2's OPT only scores whole words, so captions are never empty. Every model is
+built from a fixed seed: two runs write byte-identical weights. Each folder is built beside its
+target and renamed into place. Without --overwrite a complete existing folder is reused.
+
+    python scripts/make_tiny_models.py tiny_models
+    python scripts/make_tiny_models.py tiny_models --overwrite
+"""
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+# Run as a file (python scripts/...), this script needs the repository root to import cocoaug.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cocoaug.errors import UserError  # noqa: E402
+from cocoaug.runtime import run_cli  # noqa: E402
+
+SEED = 0
+BLIP2_IMAGE_SIZE = 32  # pixels of the vision tower's input
+NUM_QUERY_TOKENS = 8
+GLIGEN_LATENT_SIZE = 32  # UNet sample_size; the VAE halves it, so pictures are 64x64
+HIDDEN_SIZE = 32  # every transformer's width; also the UNet's cross_attention_dim
+CAPTIONS = [
+    "a photo of a cat sitting on a couch", "two dogs running on the grass", "a bird perched on a tree branch",
+    "a red car parked on the street", "a person riding a bicycle down the road", "a puffin standing on a rock by the sea",
+    "a stingray swimming over the sand", "a black and white cat sleeping on a bed", "a dog catching a frisbee in a park",
+    "a group of people standing in a kitchen", "a small bird sitting on a wooden fence", "a blue car driving past a building",
+    "a man holding an umbrella in the rain", "a woman walking her dog on the beach", "three puffins on a grassy cliff",
+    "a close up of a stingray in an aquarium", "a white car and a yellow bus at a traffic light", "a cat looking out of a window",
+    "a person throwing a red ball to a dog", "a kite flying high in the blue sky", "a box of donuts on a table",
+    "a child playing with a ball in the garden", "a horse standing in a field of flowers", "a plate of food with a fork and a knife",
+    "an airplane flying over the city", "a boat on a lake near the mountains", "a teddy bear sitting on a chair",
+    "a train stopped at a station", "a pizza with cheese and tomatoes", "a star shaped cookie on a white plate",
+    "a brown dog lying on the floor", "two birds flying over the water", "a person skiing down a snowy hill",
+    "a cat and a dog sleeping together", "a large elephant walking through the grass", "a bowl of fruit next to a laptop",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("output", type=Path, metavar="DIR", help="folder to write DIR/blip2, DIR/gligen-generation and DIR/gligen-inpainting to")
+    parser.add_argument("--overwrite", action="store_true", help="rebuild the models even if their folders exist")
+    return parser
+
+
+def learn_merges(words: list[list[str]]) -> list[tuple[str, str]]:
+    """Byte-pair merges learned from ``words`` (lists of symbols) until each is one symbol.
+
+    The most frequent pair is merged first, ties in alphabetical order: the ``tokenizers`` trainer
+    breaks ties by hash order, which changes the token ids from run to run.
+    """
+    merges = []
+    while pairs := Counter(pair for word in words for pair in zip(word, word[1:])):
+        best = min(pairs, key=lambda pair: (-pairs[pair], pair))
+        merges.append(best)
+        for word in words:
+            i = 0
+            while i < len(word) - 1:
+                if (word[i], word[i + 1]) == best:
+                    word[i:i + 2] = [word[i] + word[i + 1]]
+                i += 1
+    return merges
+
+
+def build_opt_tokenizer():
+    """A GPT-2 byte-level BPE with OPT's special tokens: ``</s>`` starts and ends, ``<pad>`` pads on the left."""
+    from tokenizers import pre_tokenizers
+    from transformers import GPT2TokenizerFast
+
+    pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    merges = learn_merges([list(word) for caption in CAPTIONS for word, _ in pre_tokenizer.pre_tokenize_str(caption)])
+    tokens = ["<s>", "<pad>", "</s>", "<unk>"] + sorted(pre_tokenizers.ByteLevel.alphabet()) + ["".join(m) for m in merges]
+    # OPT continues the last token of each row, so batched generation needs left padding.
+    return GPT2TokenizerFast(vocab={token: i for i, token in enumerate(tokens)}, merges=merges, bos_token="</s>", eos_token="</s>",
+                             unk_token="</s>", pad_token="<pad>", add_bos_token=True, padding_side="left", model_max_length=512)
+
+
+def build_blip2(folder: Path):
+    """Save a tiny Blip2ForConditionalGeneration and its Blip2Processor to ``folder``."""
+    import torch
+    from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2Processor, Blip2QFormerConfig,
+                              Blip2VisionConfig, BlipImageProcessor, OPTConfig)
+    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+    tokenizer = build_opt_tokenizer()
+    image_processor = BlipImageProcessor(size={"height": BLIP2_IMAGE_SIZE, "width": BLIP2_IMAGE_SIZE},
+                                         image_mean=OPENAI_CLIP_MEAN, image_std=OPENAI_CLIP_STD)
+    # The processor adds the "<image>" token to the tokenizer, as for the hub checkpoint; the model
+    # needs its id, and the processor puts num_query_tokens of them before each prompt.
+    processor = Blip2Processor(image_processor, tokenizer, num_query_tokens=NUM_QUERY_TOKENS)
+    vocab = tokenizer.get_vocab()
+    words = sorted({vocab["\u0120" + word] for caption in CAPTIONS for word in caption.split()[1:]})  # "\u0120": a space
+    small = {"hidden_size": HIDDEN_SIZE, "num_hidden_layers": 2, "num_attention_heads": 4}
+    config = Blip2Config(
+        vision_config=Blip2VisionConfig(**small, intermediate_size=64, image_size=BLIP2_IMAGE_SIZE, patch_size=8).to_dict(),
+        qformer_config=Blip2QFormerConfig(**small, intermediate_size=64).to_dict(),
+        text_config=OPTConfig(**small, ffn_dim=64, word_embed_proj_dim=HIDDEN_SIZE, vocab_size=len(tokenizer),
+                              max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                              pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False).to_dict(),
+        num_query_tokens=NUM_QUERY_TOKENS, image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+    )
+    torch.manual_seed(SEED)
+    model = Blip2ForConditionalGeneration(config)
+    # Random logits would often pick a special token (an empty caption) or a lone byte (mojibake);
+    # a zero output row scores 0, below the best of the whole words, so greedy decoding picks words.
+    with torch.no_grad():
+        keep = torch.zeros(len(tokenizer), dtype=torch.bool)
+        keep[words] = True
+        model.language_model.lm_head.weight[~keep] = 0.0
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+
+
+def build_clip_tokenizer():
+    """A CLIP byte-level BPE laid out like openai/clip-vit-large-patch14's: bytes, bytes + ``</w>``, merges, specials."""
+    from tokenizers import pre_tokenizers
+    from transformers import CLIPTokenizer
+
+    pre_tokenizer = CLIPTokenizer().backend_tokenizer.pre_tokenizer  # CLIP's word split, then byte-level
+    words = [word for caption in CAPTIONS for word, _ in pre_tokenizer.pre_tokenize_str(caption)]
+    merges = learn_merges([list(word[:-1]) + [word[-1] + "</w>"] for word in words])
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())  # codepoint order is CLIP's bytes_to_unicode order
+    tokens = alphabet + [c + "</w>" for c in alphabet] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
+    # Stable Diffusion pads with <|endoftext|>, CLIPTokenizer's default.
+    return CLIPTokenizer(vocab={token: i for i, token in enumerate(tokens)}, merges=merges, model_max_length=77)
+
+
+def build_gligen(folder: Path, mode: str):
+    """Save a tiny StableDiffusionGLIGENPipeline (text-box) for ``mode`` ("generation" or "inpainting") to ``folder``."""
+    import torch
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionGLIGENPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = build_clip_tokenizer()
+    # The text encoder's pooled output is GLIGEN's phrase embedding, so its width is the cross-attention width.
+    text_config = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=HIDDEN_SIZE, intermediate_size=64, projection_dim=HIDDEN_SIZE,
+                                 num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77,
+                                 bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(SEED)
+    text_encoder = CLIPTextModel(text_config)
+    torch.manual_seed(SEED)
+    # Two blocks: a scale factor of 2. sample_size is the picture size the pipeline's inpainting resizes to.
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
+                        block_out_channels=[32, 64], layers_per_block=1, latent_channels=4, sample_size=2 * GLIGEN_LATENT_SIZE)
+    torch.manual_seed(SEED)
+    # Inpainting: noisy latents (4) + masked picture latents (4) + mask (1).
+    unet = UNet2DConditionModel(sample_size=GLIGEN_LATENT_SIZE, in_channels=9 if mode == "inpainting" else 4, out_channels=4,
+                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+                                block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=HIDDEN_SIZE, attention_head_dim=4,
+                                attention_type="gated")
+    # Stable Diffusion 1.4's scheduler, as in the masterful checkpoints.
+    scheduler = PNDMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1)
+    pipeline = StableDiffusionGLIGENPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                                             safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipeline.save_pretrained(folder)
+
+
+BUILDERS = {
+    "blip2": (build_blip2, ["config.json", "model.safetensors", "processor_config.json", "tokenizer_config.json"]),
+    "gligen-generation": (lambda folder: build_gligen(folder, "generation"), ["model_index.json", "unet/config.json"]),
+    "gligen-inpainting": (lambda folder: build_gligen(folder, "inpainting"), ["model_index.json", "unet/config.json"]),
+}
+
+
+def check_output_folder(folder: Path):
+    """Refuse a DIR or model folder that exists and is not a folder."""
+    for path in [folder] + [folder / name for name in BUILDERS]:
+        if path.exists() and not path.is_dir():
+            raise UserError("output path exists and is not a folder", path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the output folder: {exc.strerror}", folder) from exc
+
+
+def write_atomically(target: Path, build):
+    """Run ``build(temp_folder)`` beside ``target``, then put the result in its place."""
+    temp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    old = temp.with_suffix(".old")
+    try:
+        build(temp)
+        if target.exists():
+            target.rename(old)  # a folder cannot be renamed over a non-empty one
+        temp.rename(target)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def main(args):
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # "Writing model shards" bars, one per model
+    folder = args.output
+    check_output_folder(folder)
+    for name, (build, required) in BUILDERS.items():
+        target = folder / name
+        complete = all((target / file).is_file() for file in required)
+        if complete and not args.overwrite:
+            print(f"reused {target} (pass --overwrite to rebuild it)")
+            continue
+        if target.exists() and not complete:
+            print(f"rebuilding {target}: it lacks some of {', '.join(required)}")
+        write_atomically(target, build)
+        print(f"wrote {target}")
+
+
+if __name__ == "__main__":
+    run_cli(main, build_parser())
