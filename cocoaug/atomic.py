@@ -16,6 +16,12 @@ import orjson
 
 from cocoaug.errors import UserError
 
+# mkstemp creates files readable by their owner only; outputs get the permissions a plain
+# open() would give them (0o666 less the umask), so a team sharing a dataset can read them.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+
 
 @contextmanager
 def atomic_path(path):
@@ -23,6 +29,7 @@ def atomic_path(path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, FILE_MODE)
     os.close(fd)
     try:
         yield Path(tmp)

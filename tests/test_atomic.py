@@ -67,3 +67,13 @@ def test_killed_writer_leaves_no_partial_target(tmp_path):
     proc.wait()
     assert not (tmp_path / "big.bin").exists()
     assert all(name.startswith(".big.bin.") for name in os.listdir(tmp_path))
+
+
+def test_written_files_get_the_permissions_of_a_plain_open(tmp_path):
+    # mkstemp alone would leave 0o600: unreadable to the rest of a team sharing the dataset.
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    write_json_atomic(tmp_path / "a.json", {"a": 1})
+    save_image_atomic(tmp_path / "a.png", Image.new("RGB", (4, 4)))
+    for written in ("a.json", "a.png"):
+        assert (tmp_path / written).stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
