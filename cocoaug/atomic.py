@@ -18,9 +18,9 @@ from cocoaug.errors import UserError
 
 # mkstemp creates files readable by their owner only; outputs get the permissions a plain
 # open() would give them (0o666 less the umask), so a team sharing a dataset can read them.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-FILE_MODE = 0o666 & ~_UMASK
+UMASK = os.umask(0)
+os.umask(UMASK)
+FILE_MODE = 0o666 & ~UMASK
 
 
 @contextmanager

@@ -30,6 +30,7 @@ from pathlib import Path
 # Run as a file (python scripts/...), this script needs the repository root to import cocoaug.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cocoaug.atomic import UMASK  # noqa: E402
 from cocoaug.errors import UserError  # noqa: E402
 from cocoaug.runtime import run_cli  # noqa: E402
 
@@ -196,6 +197,7 @@ def check_output_folder(folder: Path):
 def write_atomically(target: Path, build):
     """Run ``build(temp_folder)`` beside ``target``, then put the result in its place."""
     temp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    temp.chmod(0o777 & ~UMASK)  # mkdtemp's 0o700 would hide the models from the rest of a team
     old = temp.with_suffix(".old")
     try:
         build(temp)

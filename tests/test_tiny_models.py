@@ -129,3 +129,9 @@ def test_an_output_that_is_a_file_is_a_user_error(tmp_path):
     result = run_script(target)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: output path exists and is not a folder ({target})"]
+
+
+def test_model_folders_get_the_permissions_of_a_plain_mkdir(tiny_models, tmp_path):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert (tiny_models / "blip2").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
