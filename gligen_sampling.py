@@ -96,7 +96,11 @@ def load_components(model: str, device, dtype, scheduler_name: str | None = None
         vae = AutoencoderKL.from_pretrained(model, subfolder="vae", torch_dtype=dtype)
         unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", torch_dtype=dtype)
     for module in (text_encoder, vae, unet):
-        module.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        # Some library versions ignore the dtype asked of from_pretrained; cast only then, since
+        # diffusers warns on every dtype cast, needed or not.
+        if next(module.parameters()).dtype != dtype:
+            module.to(dtype=dtype)
+        module.to(device=device).eval().requires_grad_(False)
     return GligenComponents(
         model=model, unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
         scheduler_class=scheduler_class, scheduler_config=scheduler_config,
