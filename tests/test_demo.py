@@ -1,7 +1,7 @@
 """scripts/demo.sh (make demo): the whole pipeline runs on the sample set with the tiny models and
 leaves a COCO dataset that pycocotools loads, pictures of their originals' sizes with their boxes,
-a merged training file and a FID figure; a rerun remakes nothing, and after a picture is deleted
-it remakes only that picture and what depends on it."""
+a merged training file and a FID figure; a rerun remakes nothing, and after the picked pictures
+change it redoes only stage 4 and the FID."""
 
 import json
 import math
@@ -116,7 +116,7 @@ def test_a_fid_figure_is_printed_and_written(demo):
     assert saved["n_real"] == 12 and saved["n_generated"] == 14 and saved["dims"] == 64
 
 
-def test_a_rerun_remakes_nothing_and_a_deleted_picture_is_remade_alone(demo):
+def test_a_rerun_remakes_nothing_and_a_new_pick_remakes_only_stage_4_and_the_fid(demo):
     demo_dir, _ = demo
     before = mtimes(demo_dir)
     rerun = run_demo(demo_dir)
@@ -126,13 +126,13 @@ def test_a_rerun_remakes_nothing_and_a_deleted_picture_is_remade_alone(demo):
     changed = {p for p, t in mtimes(demo_dir).items() if before.get(p) != t}
     assert {p.name for p in changed} <= {"manifest.jsonl"}  # stage 2 rebuilds it, with the same content
 
-    deleted = demo_dir / "out" / "generation" / "3_0101.png"
+    deleted = demo_dir / "out" / "picked" / "generation" / "3_0101.png"  # the demo picks it again
     deleted.unlink()
     again = run_demo(demo_dir)
-    assert "generated 1, skipped as existing 6" in again.stdout
-    assert "generated 0, skipped as existing 7" in again.stdout  # inpainting
-    assert deleted.is_file() and re.search(r"^FID \S+ ", again.stdout, re.MULTILINE)
+    assert "copied 1 pictures" in again.stdout and deleted.is_file()
+    assert again.stdout.count("generated 0, skipped as existing 7") == 2
+    assert "selected 14 generated images" in again.stdout and re.search(r"^FID \S+ ", again.stdout, re.MULTILINE)
     remade = {p.relative_to(demo_dir).as_posix() for p, t in mtimes(demo_dir).items()
               if before.get(p) != t and p.name != "manifest.jsonl"}
-    assert "out/final/annotations.json" in remade and "out/fid.json" in remade
-    assert not any(p.startswith(("out/boxes/", "out/picked/", "out/inpainting/", "sample/", "models/")) for p in remade)
+    assert {"out/picked/generation/3_0101.png", "out/final/annotations.json", "out/fid.json"} <= remade
+    assert not any(p.startswith(("out/boxes/", "out/generation/", "out/inpainting/", "sample/", "models/")) for p in remade)
