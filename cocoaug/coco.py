@@ -2,19 +2,32 @@
 
 Validation is vectorised over the annotation list (numpy), so a COCO-train-sized file costs
 about as much as parsing it. Every message names the id at fault.
+
+``load_coco(path, annotation_dicts=False)`` is the fast way to get the columns alone (stage
+1's selection): msgspec decodes only the fields they need and skips the rest of the file
+(segmentations, areas, URLs) without building Python objects for it.
 """
 
+import codecs
 import gc
 import json
+import logging
 import math
+import mmap
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import attrgetter
 from pathlib import Path
+from typing import TypedDict
 
+import msgspec
 import numpy as np
 import orjson
 
 from cocoaug.errors import UserError
 from cocoaug.paths import require_file
+
+log = logging.getLogger(__name__)
 
 
 def read_json(path, what: str = "JSON file"):
@@ -46,10 +59,15 @@ def read_json(path, what: str = "JSON file"):
 
 @dataclass
 class CocoDataset:
-    """A validated COCO file: the parsed dict plus numpy columns of the annotations."""
+    """A validated COCO file: the parsed dict plus numpy columns of the annotations.
+
+    Loaded with ``annotation_dicts=False``, ``data`` is None, there are no annotation dicts
+    (only the columns), and images and categories hold only the keys selection reads:
+    ``id, file_name, width, height`` and ``id, name``.
+    """
 
     path: Path
-    data: dict
+    data: dict | None
     image_by_id: dict
     category_by_id: dict
     ann_id: np.ndarray = field(repr=False)
@@ -60,22 +78,36 @@ class CocoDataset:
 
     @property
     def images(self) -> list:
-        return self.data["images"]
+        return self.data["images"] if self.data is not None else list(self.image_by_id.values())
 
     @property
     def annotations(self) -> list:
+        if self.data is None:
+            raise ValueError(f"{self.path} was loaded with annotation_dicts=False: only the annotation columns exist")
         return self.data["annotations"]
 
     @property
     def categories(self) -> list:
-        return self.data["categories"]
+        return self.data["categories"] if self.data is not None else list(self.category_by_id.values())
 
 
-def load_coco(path) -> CocoDataset:
-    """Read and validate a COCO annotation file."""
-    path = Path(path)
-    data = read_json(path, "annotation file")
-    return validate_coco(data, path)
+def load_coco(path, annotation_dicts: bool = True) -> CocoDataset:
+    """Read and validate a COCO annotation file.
+
+    ``annotation_dicts=False`` keeps only what selection needs (see CocoDataset), decoded by
+    msgspec without building the rest of the file (docs/bench/select.md). A file the fast decoder
+    refuses (an error, or a form it does not take, such as ``"iscrowd": false``) is parsed in
+    full instead, so the checks and messages are those of ``validate_coco`` either way.
+    """
+    path = require_file(path, "annotation file")
+    if not annotation_dicts:
+        # ValueError: invalid UTF-8 or an empty file (mmap); OverflowError: an integer beyond int64;
+        # OSError: a file system that cannot map files. The full parse says what is wrong, if anything.
+        try:
+            return _load_columns(path)
+        except (msgspec.DecodeError, ValueError, OverflowError, RecursionError, OSError, UserError) as exc:
+            log.debug("%s: the fast decoder refused the file (%s); parsing it in full", path, exc)
+    return validate_coco(read_json(path, "annotation file"), path)
 
 
 def validate_coco(data, source) -> CocoDataset:
@@ -121,6 +153,101 @@ def validate_coco(data, source) -> CocoDataset:
     )
 
 
+class _Image(TypedDict):
+    id: int
+    file_name: str
+    width: int
+    height: int
+
+
+class _Category(TypedDict):
+    id: int
+    name: str
+
+
+class _Annotation(msgspec.Struct, gc=False):  # gc=False: 750k plain records, no cycles to look for
+    id: int
+    image_id: int
+    category_id: int
+    bbox: tuple[float, float, float, float]
+    iscrowd: int = 0
+
+
+class _SelectionFields(msgspec.Struct):
+    images: list[_Image]
+    annotations: list[_Annotation]
+    categories: list[_Category]
+
+
+# msgspec checks types as it decodes (no bool for an int, exactly four numbers in a bbox) and
+# skips every field not named above; it refuses NaN, which validate_coco then names.
+_decode_selection_fields = msgspec.json.Decoder(_SelectionFields).decode
+
+
+def _load_columns(path: Path) -> CocoDataset:
+    """The checks of ``validate_coco`` on the fields selection needs, decoded by msgspec.
+
+    Raises on the first problem (its messages are not shown); ``load_coco`` then parses the
+    file in full for validate_coco's own message. One difference is left: an integer of more
+    than 4,300 digits in a field selection does not read passes here, while Python's json
+    module (the full parse's last resort) refuses the file.
+    """
+    # Mapped rather than read: msgspec decodes straight from the page cache, with no copy of
+    # the whole file in memory. Decoded strings are copies, so the map can close right after.
+    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as raw:
+        _check_utf8(raw)
+        parsed = _decode_selection_fields(raw)
+    images, annotations, categories = parsed.images, parsed.annotations, parsed.categories
+    image_ids = np.fromiter((image["id"] for image in images), np.int64, len(images))
+    sizes = np.fromiter((image[key] for image in images for key in ("width", "height")), np.int64, 2 * len(images))
+    _check_unique(image_ids, "image", path)
+    if not all(image["file_name"] for image in images) or (sizes <= 0).any():
+        raise UserError("an image has no file_name or a size that is not positive", path)
+    category_ids = np.fromiter((category["id"] for category in categories), np.int64, len(categories))
+    _check_unique(category_ids, "category", path)
+    if not all(category["name"].strip() for category in categories):
+        raise UserError("a category has no name", path)
+
+    n = len(annotations)
+    ann_ids, ann_image_ids, ann_category_ids, iscrowd = (
+        np.fromiter(map(attrgetter(name), annotations), np.int64, n) for name in ("id", "image_id", "category_id", "iscrowd")
+    )
+    _check_unique(ann_ids, "annotation", path)
+    _check_references(ann_ids, ann_image_ids, image_ids, "image_id", "image", path)
+    _check_references(ann_ids, ann_category_ids, category_ids, "category_id", "category", path)
+    bbox_values = chain.from_iterable(map(attrgetter("bbox"), annotations))
+    bboxes = _check_bboxes(np.fromiter(bbox_values, np.float64, 4 * n).reshape(n, 4), ann_ids, path)
+    if not ((iscrowd == 0) | (iscrowd == 1)).all():
+        raise UserError("an annotation has an 'iscrowd' that is not 0 or 1", path)
+
+    return CocoDataset(
+        path=path,
+        data=None,
+        image_by_id=dict(zip(image_ids.tolist(), images)),
+        category_by_id=dict(zip(category_ids.tolist(), categories)),
+        ann_id=ann_ids,
+        ann_image_id=ann_image_ids,
+        ann_category_id=ann_category_ids,
+        ann_bbox_xywh=bboxes,
+        ann_iscrowd=iscrowd.astype(bool),
+    )
+
+
+def _check_utf8(raw, chunk: int = 1 << 20):
+    """Raise UnicodeDecodeError unless ``raw`` (bytes-like) is UTF-8, decoding one chunk at a time.
+
+    msgspec skips the strings of fields it does not decode without checking them, while the
+    full parse refuses a file with invalid UTF-8 anywhere. ``chunk`` must hold a character
+    (4 bytes or more).
+    """
+    with memoryview(raw) as view:
+        start = 0
+        while start < len(view):
+            # Not final: a character cut at the chunk's end is left for the next chunk.
+            _, consumed = codecs.utf_8_decode(view[start:start + chunk], "strict", start + chunk >= len(view))
+            start += consumed
+
+
 def _int_column(items, key, kind, source, ids=None) -> np.ndarray:
     """Return ``item[key]`` of every item as int64; name the first item where it is not an int."""
     try:
@@ -128,7 +255,8 @@ def _int_column(items, key, kind, source, ids=None) -> np.ndarray:
         column = np.array(values)
         if len(values) == 0:
             return np.zeros(0, dtype=np.int64)
-        if column.dtype.kind in "iu" and column.ndim == 1:
+        # A uint64 column holds a value of at least 2**63: beyond int64, so not taken.
+        if column.dtype.kind == "i" and column.ndim == 1:
             return column.astype(np.int64)
     except (KeyError, TypeError, ValueError, OverflowError):
         pass
@@ -193,6 +321,10 @@ def _bbox_column(annotations, ann_ids, source) -> np.ndarray:
                     f"annotation {int(ann_ids[index])} has a 'bbox' that is not [x, y, w, h]: {bbox!r}", source
                 ) from None
         raise
+    return _check_bboxes(boxes, ann_ids, source)
+
+
+def _check_bboxes(boxes: np.ndarray, ann_ids, source) -> np.ndarray:
     bad = ~np.isfinite(boxes).all(axis=1)
     if bad.any():
         first = int(np.argmax(bad))

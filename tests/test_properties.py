@@ -80,11 +80,35 @@ def test_coco_loader_loads_valid_data_or_raises_user_error(data):
 def test_any_bytes_on_disk_load_or_raise_user_error(tmp_path, raw):
     path = tmp_path / "ann.json"
     path.write_bytes(raw)
-    for loader in (load_coco, load_records):
+    for loader in (load_coco, load_records, lambda p: load_coco(p, annotation_dicts=False)):
         try:
             loader(path)
         except UserError:
             pass
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.one_of(coco_like(), values))
+def test_columns_only_load_agrees_with_the_full_load(tmp_path, data):
+    """The msgspec fast path gives the full load's columns, or its very error message."""
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps(data))
+    outcomes = []
+    for annotation_dicts in (True, False):
+        try:
+            outcomes.append(load_coco(path, annotation_dicts=annotation_dicts))
+        except UserError as exc:
+            outcomes.append(str(exc))
+    full, fast = outcomes
+    if isinstance(full, str):
+        assert fast == full
+        return
+    for name in ("ann_id", "ann_image_id", "ann_category_id", "ann_bbox_xywh", "ann_iscrowd"):
+        assert getattr(fast, name).dtype == getattr(full, name).dtype
+        assert np.array_equal(getattr(fast, name), getattr(full, name)), name
+    assert list(fast.image_by_id) == list(full.image_by_id) and list(fast.category_by_id) == list(full.category_by_id)
+    for image_id, image in fast.image_by_id.items():
+        assert all(image[key] == full.image_by_id[image_id][key] for key in ("file_name", "width", "height"))
 
 
 record = st.fixed_dictionaries(
