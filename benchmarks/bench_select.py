@@ -9,9 +9,11 @@ Both must agree: the project selects the seed's images minus those the seed wron
 
     python benchmarks/bench_select.py                 # full size: 118,287 images, ~750k boxes
     python benchmarks/bench_select.py --images 200    # a smoke run
+    python benchmarks/bench_select.py --steps         # also: where the project's time goes (one run)
 """
 
 import argparse
+import mmap
 import os
 import statistics
 import subprocess
@@ -31,6 +33,7 @@ def parse_args(argv=None):
     parser.add_argument("--repeat", type=int, default=3, help="runs per side; the table shows the median (default 3)")
     parser.add_argument("--workdir", type=Path, help="where the synthetic file and outputs go (default: a temp folder)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic file (default 0)")
+    parser.add_argument("--steps", action="store_true", help="then time each step of one project run in a fresh process")
     return parser.parse_args(argv)
 
 
@@ -46,6 +49,41 @@ def run_measured(command: list[str]) -> tuple[float, float]:
     if process.returncode != 0:
         raise SystemExit(f"error: {' '.join(command)} failed with exit code {process.returncode}:\n{stderr}")
     return elapsed, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+
+
+def project_steps(annotations: Path, images_dir: Path, output: Path):
+    """Print the seconds of each step of one ``--select-only`` run; the steps are those of its main().
+
+    Runs in a fresh interpreter (``--project-steps``) so that the import time is the stage's own.
+    """
+    start = time.perf_counter()
+    sys.path.insert(0, str(ROOT))
+    import cocoaug.coco
+    import generate_prompt_blip2 as stage
+
+    seconds = {"imports": time.perf_counter() - start}
+
+    def timed(name, function, *args):
+        begin = time.perf_counter()
+        result = function(*args)
+        seconds[name] = time.perf_counter() - begin
+        return result
+
+    args = stage.parse_args(["-i", str(images_dir), "-a", str(annotations), "-o", str(output), "--select-only", "--overwrite"])
+    stage.check_arguments(args)
+    with open(annotations, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as raw:
+        timed("  of which: UTF-8 check", cocoaug.coco._check_utf8, raw)
+        timed("  of which: msgspec decode", cocoaug.coco._decode_selection_fields, raw)
+    dataset = timed("load and validate (decode, columns, checks)", stage.load_annotations, annotations, False)
+    table = timed("per-image statistics (image_table)", stage.image_table, dataset, args.categories)
+    reasons = timed("rules (select_images, apply_limit)", lambda: stage.apply_limit(stage.select_images(table, args), args.limit))
+    selected_ids = reasons.index[reasons == ""].to_numpy()
+    records, _ = timed("records (build_records)", stage.build_records, dataset, table, selected_ids)
+    timed("write selection.json", stage.write_records, output / "selection.json", records, False)
+    # The two "of which" lines are separate passes, measured before the load they are part of.
+    order = ["imports", "load and validate (decode, columns, checks)", "  of which: UTF-8 check", "  of which: msgspec decode"]
+    for name in order + [name for name in seconds if name not in order]:
+        print(f"  {name:<44}{seconds[name]:>6.2f} s")
 
 
 def ids_the_seed_wrongly_keeps(annotation_path: Path) -> set[int]:
@@ -79,16 +117,19 @@ def main(argv=None):
         "seed (pandas filter+apply)": [sys.executable, str(ROOT / "benchmarks/seed_select.py"), str(annotations),
                                        str(workdir / "seed.json")],
     }
-    results = {}
-    for name, command in sides.items():
-        runs = [run_measured(command) for _ in range(args.repeat)]
-        results[name] = (statistics.median(t for t, _ in runs), max(m for _, m in runs))
+    # The sides take turns, so that both see the same load from whatever else runs on the machine.
+    runs = {name: [] for name in sides}
+    for _ in range(args.repeat):
+        for name, command in sides.items():
+            runs[name].append(run_measured(command))
+    results = {name: (statistics.median(t for t, _ in side), max(m for _, m in side)) for name, side in runs.items()}
 
     project_ids = {r["image_id"] for r in orjson.loads((workdir / "project/selection.json").read_bytes())}
     seed_ids = {r["image_id"] for r in orjson.loads((workdir / "seed.json").read_bytes())}
     expected = seed_ids - ids_the_seed_wrongly_keeps(annotations)
     (project_time, project_rss), (seed_time, seed_rss) = results.values()
-    print(f"{annotations.name}: {args.images} images; median of {args.repeat} run(s) per side")
+    print(f"{annotations.name}: {args.images} images; median time of {args.repeat} run(s) per side (taking turns), "
+          "highest peak RSS")
     print(f"{'side':<28}{'time (s)':>10}{'peak RSS (MiB)':>16}")
     for name, (seconds, rss) in results.items():
         print(f"{name:<28}{seconds:>10.2f}{rss:>16.0f}")
@@ -99,7 +140,15 @@ def main(argv=None):
         raise SystemExit(f"error: the selections differ on {len(project_ids ^ expected)} image(s), "
                          f"e.g. {sorted(project_ids ^ expected)[:10]}")
     print("same selection: yes")
+    if args.steps:
+        print("project, one run, seconds per step:")
+        sys.stdout.flush()
+        subprocess.run([sys.executable, __file__, "--project-steps", str(annotations), str(images_dir),
+                        str(workdir / "project_steps")], check=True)
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--project-steps"]:
+        project_steps(*map(Path, sys.argv[2:5]))
+    else:
+        main()
