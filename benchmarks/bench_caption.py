@@ -43,7 +43,7 @@ from cocoaug.images import open_rgb  # noqa: E402
 from cocoaug.runtime import resolve_device, resolve_dtype  # noqa: E402
 
 FULL_SIZE_CONFIG = ROOT / "benchmarks/configs/blip2-opt-2.7b.json"
-# Largest logit gap, in the seed's own scores, at which two greedy paths may part in half precision.
+# Largest gap between two tokens' scores (the seed's own) at which greedy paths may part, per dtype.
 TIE_TOLERANCE = {torch.float32: 1e-3, torch.float16: 0.1, torch.bfloat16: 0.5}
 
 
@@ -67,12 +67,10 @@ def parse_args(argv=None):
 def build_inputs(workdir: Path, full_size: bool) -> tuple[Path, Path | None]:
     """The sample set and (unless full size) the tiny models in ``workdir``; both scripts reuse what exists."""
     workdir.mkdir(parents=True, exist_ok=True)
-    run = lambda *command: subprocess.run([sys.executable, *map(str, command)], check=True, capture_output=True)  # noqa: E731
-    run(ROOT / "scripts/make_sample_dataset.py", workdir / "sample")
-    if full_size:
-        return workdir / "sample", None
-    run(ROOT / "scripts/make_tiny_models.py", workdir / "models")
-    return workdir / "sample", workdir / "models/blip2"
+    builders = [("make_sample_dataset.py", "sample")] + ([] if full_size else [("make_tiny_models.py", "models")])
+    for script, folder in builders:
+        subprocess.run([sys.executable, str(ROOT / "scripts" / script), str(workdir / folder)], check=True, capture_output=True)
+    return workdir / "sample", None if full_size else workdir / "models/blip2"
 
 
 def image_paths(sample: Path, count: int) -> list[Path]:
