@@ -9,6 +9,8 @@
 # A rerun reuses what an earlier run left: the builders and stages 2-3 skip what exists, stage 1
 # is skipped once its records exist, stage 4 and the FID are redone only when their inputs are
 # newer. The pictures are noise: the demo shows the pipeline and its files, not quality.
+# (Empty arrays are expanded as ${a[@]+"${a[@]}"}: bash before 4.4, e.g. macOS's, calls a
+# plain "${a[@]}" unbound under set -u.)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -73,7 +75,7 @@ if stale "$OUT/final/annotations.json" "$OUT/picked" "$OUT/generation" "$OUT/inp
     [[ -f "$OUT/final/annotations.json" ]] && overwrite=(--overwrite)
     run "$PYTHON" finalize_selected_images.py --original_annotation "$SAMPLE/annotations.json" \
         --original_data_root "$SAMPLE/images" -g "$OUT" -i "$OUT/picked" -p "$OUT/blip2_post.json" \
-        -o "$OUT/final" --merge "${overwrite[@]}"
+        -o "$OUT/final" --merge ${overwrite[@]+"${overwrite[@]}"}
 else
     echo "reusing $OUT/final: nothing picked or generated since it was written"
 fi
@@ -82,10 +84,10 @@ step "FID between the sample images and the picked pictures (random Inception we
 if [[ ! -f "$OUT/fid.json" || "$OUT/final/annotations.json" -nt "$OUT/fid.json" ]]; then
     overwrite=()
     [[ -f "$OUT/fid.json" ]] && overwrite=(--overwrite)
-    # --dims 64: a dozen images cannot fill 2048 dimensions, and the full figure's matrix square
-    # root alone takes a minute on CPU. Expect the warning about fewer images than dimensions.
+    # --dims 64: a dozen images cannot fill 2048 dimensions anyway, and the square root of a
+    # 2048x2048 matrix is slow on CPU. Expect the warning about fewer images than dimensions.
     run "$PYTHON" evaluate_fid.py -r "$SAMPLE/images" -g "$OUT/final/images/generated" --weights "$FID_WEIGHTS" \
-        --dims 64 --device cpu --num-workers 0 --output "$OUT/fid.json" "${overwrite[@]}"
+        --dims 64 --device cpu --num-workers 0 --output "$OUT/fid.json" ${overwrite[@]+"${overwrite[@]}"}
 else
     echo "reusing $OUT/fid.json: the final set has not changed since"
 fi
@@ -121,7 +123,7 @@ import json
 import sys
 from pathlib import Path
 
-from PIL import Image
+from cocoaug.images import image_size
 
 demo = Path(sys.argv[1])
 sample, out = demo / "sample", demo / "out"
@@ -138,7 +140,7 @@ for record in records[:2]:
     print(f"           image {record['image_id']} ({record['label']}): \"{caption[:60] + '...' * (len(caption) > 60)}\"")
 for mode in ("generation", "inpainting"):
     manifest = [json.loads(line) for line in (out / mode / "manifest.jsonl").read_text().splitlines()]
-    same = sum(Image.open(out / mode / e["file_name"]).size == size_of[e["source_image_id"]] for e in manifest)
+    same = sum(image_size(out / mode / e["file_name"]) == size_of[e["source_image_id"]] for e in manifest)
     print(f"stage 2  {mode:<11} {len(manifest)} pictures, {same} of them the size of their original")
 overviews = len(list((out / "boxes" / "overview").glob("*.png")))
 print(f"stage 3  boxed copies in {out}/boxes/<mode>/, {overviews} overviews: open {out}/boxes/overview/")
