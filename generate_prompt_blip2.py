@@ -352,6 +352,7 @@ def caption_records(records, paths, args, summary) -> dict:
     done = read_partial(partial, key)
     todo = [i for i, record in enumerate(records) if record["image_id"] not in done]
     summary["captions reused from " + PARTIAL_NAME] += len(records) - len(todo)
+    summary.setdefault("captioned", 0)  # listed even when every caption is reused
     if todo:
         processor, model, device, dtype = load_model(args)
         files = ImageFiles([paths[i] for i in todo], [records[i]["image_id"] for i in todo])
@@ -367,6 +368,7 @@ def caption_records(records, paths, args, summary) -> dict:
                         summary["skipped: unreadable image"] += 1
                 ok = [k for k, error in enumerate(errors) if not error]
                 texts = caption_batch(processor, model, [images[k] for k in ok], args, device, dtype) if ok else []
+                summary["captioned"] += len(texts)
                 for k, text in zip(ok, texts):
                     entry = {"image_id": ids[k], **key, "generated_text": text, "width": images[k].width, "height": images[k].height}
                     done[ids[k]] = entry
@@ -450,8 +452,8 @@ def main(args):
     paths_by_id = {record["image_id"]: path for record, path in zip(records, paths)}
     captions = caption_records(records, paths, args, summary)
     raw = attach_captions(records, pixel_boxes, captions, summary)
-    summary["captioned"] = len(raw)
     write_records(args.output / "blip2.json", raw)
+    summary["written to blip2.json"] = len(raw)
     final = []
     for record in raw:
         text, reason = post_process(record["generated_text"], record, args)

@@ -9,7 +9,7 @@ grounding on at every step (stage 2's --grounding-beta 1.0):
   project                the same, --batch-size images per batch (default stage 2's 4)
   project-no-sdpa        the same with diffusers' classic attention (AttnProcessor): what SDPA, the default, gives
   project-channels-last  the same with UNet and VAE in channels-last memory format (stage 2's --channels-last)
-  project-compile        the same with ``unet.compile()`` (torch.compile; not a stage 2 flag: see docs/bench/generate.md)
+  project-compile        the same with ``unet.compile()`` (torch.compile; not a stage 2 flag: see BENCHMARKS.md)
   project-dpm            the same with DPMSolverMultistepScheduler (DPM-Solver++) at --fast-steps steps
 Time: median of --repeat runs over all images, after an untimed warm-up (a 3-step call per batch
 shape; for project-compile that is where compilation happens, reported as "warm-up s").

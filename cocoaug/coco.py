@@ -95,7 +95,7 @@ def load_coco(path, annotation_dicts: bool = True) -> CocoDataset:
     """Read and validate a COCO annotation file.
 
     ``annotation_dicts=False`` keeps only what selection needs (see CocoDataset), decoded by
-    msgspec without building the rest of the file (docs/bench/select.md). A file the fast decoder
+    msgspec without building the rest of the file (BENCHMARKS.md). A file the fast decoder
     refuses (an error, or a form it does not take, such as ``"iscrowd": false``) is parsed in
     full instead, so the checks and messages are those of ``validate_coco`` either way.
     """

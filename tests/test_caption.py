@@ -2,6 +2,7 @@
 outputs, sizes, missing and corrupt files, model errors."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -80,6 +81,8 @@ def test_interrupted_run_resumes_from_the_partial_file(sample_dataset, blip2, ba
     (out / "blip2.partial.jsonl").write_bytes(b"".join(json.dumps(e).encode() + b"\n" for e in first) + lines[3][:20])
     result = caption(sample_dataset, out, blip2, *MANY, "--batch-size", "4")
     assert "captions reused from blip2.partial.jsonl         3" in result.stdout
+    made = len(texts(batched_run / "blip2.json")) - 3
+    assert re.search(rf"^  captioned +{made}$", result.stdout, re.M), result.stdout
     expected = texts(batched_run / "blip2.json")
     expected[first[0]["image_id"]] = "a cached caption"
     assert texts(out / "blip2.json") == expected

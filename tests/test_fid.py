@@ -21,20 +21,10 @@ N_IMAGES = 70  # more than --dims 64, so that both covariances have full rank
 
 @pytest.fixture(scope="session")
 def fid_weights(tmp_path_factory) -> Path:
-    """A state dict of pytorch-fid's FID Inception architecture with seeded random weights."""
-    from pytorch_fid.inception import FIDInceptionA, FIDInceptionC, FIDInceptionE_1, FIDInceptionE_2, _inception_v3
-
-    torch.manual_seed(0)
-    net = _inception_v3(num_classes=1008, aux_logits=False, weights=None)
-    net.Mixed_5b, net.Mixed_5c, net.Mixed_5d = FIDInceptionA(192, 32), FIDInceptionA(256, 64), FIDInceptionA(288, 64)
-    net.Mixed_6b, net.Mixed_6c = FIDInceptionC(768, 128), FIDInceptionC(768, 160)
-    net.Mixed_6d, net.Mixed_6e = FIDInceptionC(768, 160), FIDInceptionC(768, 192)
-    net.Mixed_7b, net.Mixed_7c = FIDInceptionE_1(1280), FIDInceptionE_2(2048)
-    for module in net.modules():  # keep activations near unit scale through the whole network
-        if isinstance(module, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+    """A state dict of pytorch-fid's FID Inception architecture with seeded random weights
+    (scripts/make_random_fid_weights.py, as the demo makes it)."""
     path = tmp_path_factory.mktemp("fid") / "random_fid_inception.pth"
-    torch.save(net.state_dict(), path)
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_random_fid_weights.py"), str(path)], check=True, capture_output=True)
     return path
 
 
