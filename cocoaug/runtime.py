@@ -38,6 +38,15 @@ def run_cli(main, parser: argparse.ArgumentParser, argv=None):
     except KeyboardInterrupt:
         print("interrupted: finished outputs are kept; run the same command again to resume", file=sys.stderr)
         sys.exit(130)
+    except Exception as exc:
+        # Running out of GPU memory is fixed by the user (a smaller batch), not a bug: one line.
+        torch = sys.modules.get("torch")
+        if torch is None or not isinstance(exc, torch.cuda.OutOfMemoryError) or getattr(args, "debug", False):
+            raise
+        culprit = f"--batch-size {args.batch_size}" if getattr(args, "batch_size", None) else "the device"
+        print(f"error: out of GPU memory; finished outputs are kept: lower --batch-size and run the same command "
+              f"again to resume ({culprit})", file=sys.stderr)
+        sys.exit(2)
 
 
 def resolve_device(name: str):
