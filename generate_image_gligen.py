@@ -355,7 +355,7 @@ def main(args):
     images_dir = require_dir(args.images, "image folder")
     records = load_records(args.prompts)
     if args.annotations:
-        check_records_match_dataset(records, load_coco(args.annotations), args.prompts)
+        check_records_match_dataset(records, load_coco(args.annotations, annotation_dicts=False), args.prompts)
     out_dir = Path(args.output) / args.mode
     refuse_same_folder(args.output, images_dir)
     refuse_same_folder(out_dir, images_dir)
