@@ -1,0 +1,96 @@
+"""The quality scores of ``score_images.py``: ``OUT_DIR/<mode>/scores.jsonl`` and
+``OUT_DIR/score_summary.csv``, with their writers and readers.
+
+``scores.jsonl`` holds one JSON object per picture listed in the mode folder's manifest::
+
+    {"file_name": "18_0042_1.png", "mode": "generation", "source_image_id": 42,
+     "sha256": "<hex of the PNG's bytes>",        # a changed picture is scored again
+     "boxes": [{"label": "dog", "category_id": 18, "box": [x0, y0, x1, y1],   # normalised
+                "found": true, "best_iou": 0.81, "detector_score": 0.42,
+                "region_clip": 0.27, "region_clip_percentile": 0.64}, ...],
+     "box_recall": 1.0, "min_region_clip": 0.27, "caption_clip": 0.31,
+     "extra_objects": 0, "region_clip_percentile": 0.64,
+     "passed": true, "reasons": [],                 # e.g. ["box 2 (dog) not found"]
+     "detector": "google/owlv2-base-patch16-ensemble",
+     "clip_model": "openai/clip-vit-large-patch14"}
+
+``score_summary.csv`` has one row per (category, mode) with ``SUMMARY_COLUMNS``; stage 1's
+``--pass-rates`` reads it back with ``read_pass_rates``.
+"""
+
+import csv
+import math
+from pathlib import Path
+
+import orjson
+
+from cocoaug.atomic import write_bytes_atomic, write_csv_atomic
+from cocoaug.errors import UserError
+from cocoaug.paths import require_file
+
+SCORES_FILE = "scores.jsonl"
+SCORES_CSV = "scores.csv"
+SUMMARY_FILE = "score_summary.csv"
+SUMMARY_COLUMNS = ["category_id", "category", "mode", "pictures", "passed", "pass_rate", "median_region_clip"]
+
+
+def scores_path(mode_dir) -> Path:
+    """Where the scores of one stage-2 mode folder live."""
+    return Path(mode_dir) / SCORES_FILE
+
+
+def read_scores(mode_dir) -> dict[str, dict]:
+    """The scores of one mode folder keyed by file name; {} when it has no ``scores.jsonl``."""
+    path = scores_path(mode_dir)
+    if not path.is_file():
+        return {}
+    scores = {}
+    for number, line in enumerate(path.read_bytes().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise UserError(f"line {number} of the scores file is not valid JSON: {exc}", path) from None
+        if not isinstance(entry, dict) or not isinstance(entry.get("file_name"), str) or not isinstance(entry.get("boxes"), list):
+            raise UserError(f"line {number} of the scores file is not an object with 'file_name' and 'boxes'", path)
+        scores[entry["file_name"]] = entry
+    return scores
+
+
+def write_scores(mode_dir, entries) -> Path:
+    """Write one mode folder's scores atomically, one line per picture, sorted by file name."""
+    path = scores_path(mode_dir)
+    lines = [orjson.dumps(entry, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n" for entry in sorted(entries, key=lambda e: e["file_name"])]
+    write_bytes_atomic(path, b"".join(lines))
+    return path
+
+
+def write_summary(path, rows: list[dict]):
+    """Write ``score_summary.csv`` (rows keyed by ``SUMMARY_COLUMNS``)."""
+    write_csv_atomic(path, rows, SUMMARY_COLUMNS)
+
+
+def read_pass_rates(path) -> dict[str, float]:
+    """Each category's pass rate over both modes, keyed by category name, from ``score_summary.csv``.
+
+    A rate outside [0, 1], a missing column or a non-numeric count is a UserError naming the row.
+    """
+    path = require_file(path, "pass-rates file")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in ("category", "pictures", "passed", "pass_rate") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise UserError(f"pass-rates file lacks the column(s) {', '.join(missing)}; expected score_images.py's {SUMMARY_FILE}", path)
+        totals: dict[str, list[int]] = {}
+        for number, row in enumerate(reader, start=2):
+            try:
+                pictures, passed, rate = int(row["pictures"]), int(row["passed"]), float(row["pass_rate"])
+            except (TypeError, ValueError):
+                raise UserError(f"line {number} of the pass-rates file has a count or rate that is not a number", path) from None
+            if not (0.0 <= rate <= 1.0) or math.isnan(rate) or not 0 <= passed <= pictures:
+                raise UserError(f"line {number} of the pass-rates file has a pass rate outside [0, 1] ({row['pass_rate']})", path)
+            total = totals.setdefault(row["category"], [0, 0])
+            total[0] += pictures
+            total[1] += passed
+    return {name: passed / pictures for name, (pictures, passed) in totals.items() if pictures}
