@@ -1,4 +1,6 @@
-"""The one error type for problems with the user's input."""
+"""The one error type for problems with the user's input, and how an error line lists names."""
+
+LISTED_NAMES = 10  # every "first N names, and M more" listing shows this many
 
 
 class UserError(Exception):
@@ -12,3 +14,10 @@ class UserError(Exception):
         self.message = message
         self.culprit = culprit
         super().__init__(f"{message} ({culprit})" if culprit is not None else message)
+
+
+def listed(names, limit: int = LISTED_NAMES) -> str:
+    """``a, b, c and 7 more``: the first ``limit`` names of a list, for an error or warning line."""
+    names = list(names)
+    shown = ", ".join(str(name) for name in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

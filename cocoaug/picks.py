@@ -19,13 +19,12 @@ from pathlib import Path
 
 from cocoaug.atomic import write_json_atomic
 from cocoaug.coco import read_json
-from cocoaug.errors import UserError
+from cocoaug.errors import UserError, listed
 
 PICKS_FORMAT = "cocoaug-picks"
 PICKS_VERSION = 1
 PASSED_PICKS_FILE = "picks_passed.json"  # score_images.py's, in stage 2's OUT_DIR
 REVIEW_PICKS_FILE = "picks.json"  # the review server's, in BOXES_DIR
-LISTED_NAMES = 10  # how many offending names an error line lists before "and N more"
 
 
 @dataclass(frozen=True, order=True)
@@ -43,13 +42,6 @@ class PicksFile:
     generated_dir: str
     picks: list[Pick]
     provenance: dict
-
-
-def listed(names, limit: int = LISTED_NAMES) -> str:
-    """``a, b, c and 7 more``: the first ``limit`` names of a list, for an error line."""
-    names = list(names)
-    shown = ", ".join(str(name) for name in names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def picks_document(picks, generated_dir, **provenance) -> dict:
