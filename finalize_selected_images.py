@@ -29,7 +29,7 @@ from pathlib import Path
 
 from cocoaug.atomic import atomic_path, write_json_atomic
 from cocoaug.coco import load_coco
-from cocoaug.errors import UserError
+from cocoaug.errors import UserError, listed
 from cocoaug.generated import list_generated, mode_folders
 from cocoaug.images import image_size
 from cocoaug.paths import refuse_same_folder, require_dir, resolve_under
@@ -37,7 +37,6 @@ from cocoaug.records import check_records_match_dataset, load_records
 from cocoaug.runtime import add_debug_flag, run_cli
 
 log = logging.getLogger("cocoaug")
-LISTED = 10  # names shown in an error about the selection
 GENERATED_SUBDIR = "generated"  # under FINAL_DIR/images/
 
 
@@ -113,18 +112,13 @@ def read_selection(selected_dir: Path, folders: dict[str, Path]) -> list:
             chosen[(modes[0], parts[-1])] = catalogue[modes[0]][parts[-1]]
     if unknown:
         raise UserError(f"{len(unknown)} selected file(s) are not images stage 2 made in {', '.join(map(str, folders.values()))}",
-                        _listed(unknown))
+                        listed(unknown))
     if ambiguous:
         raise UserError(f"{len(ambiguous)} selected name(s) exist in several mode folders ({', '.join(catalogue)}); "
-                        f"put each in SELECTED_DIR/<mode>/ as in the boxes folder", _listed(ambiguous))
+                        f"put each in SELECTED_DIR/<mode>/ as in the boxes folder", listed(ambiguous))
     if not chosen:
         raise UserError("no selected images: copy the images to keep into this folder", selected_dir)
     return [chosen[key] for key in sorted(chosen)]
-
-
-def _listed(names: list[str]) -> str:
-    more = f" and {len(names) - LISTED} more" if len(names) > LISTED else ""
-    return ", ".join(names[:LISTED]) + more
 
 
 def check_selection(selection, coco, records_by_id, prompts):
@@ -236,12 +230,12 @@ def copy_images(copies, overwrite: bool) -> int:
 
 
 def warn_stale_files(final_images: Path, final: dict):
-    listed = {entry["file_name"] for entry in final["images"]}
+    in_annotations = {entry["file_name"] for entry in final["images"]}
     stale = [p.relative_to(final_images).as_posix() for p in sorted(final_images.rglob("*"))
-             if p.is_file() and not p.name.startswith(".") and p.relative_to(final_images).as_posix() not in listed]
+             if p.is_file() and not p.name.startswith(".") and p.relative_to(final_images).as_posix() not in in_annotations]
     if stale:
         log.warning("%d file(s) in %s are not in annotations.json (left from an earlier selection?); remove them "
-                    "before training on the folder: %s", len(stale), final_images, _listed(stale))
+                    "before training on the folder: %s", len(stale), final_images, listed(stale))
 
 
 def print_summary(coco, outputs: dict[str, dict], selection, copied: int):

@@ -5,7 +5,9 @@ image) and the original images; writes one PNG per record (``--variants`` K: K o
 ``OUT_DIR/<mode>/<category_id>_<image_id:04d>.png``, each exactly the size of its original so
 that the original annotations fit it, and ``OUT_DIR/<mode>/manifest.jsonl`` saying what made
 each file. Each PNG also carries its own manifest entry (a PNG text chunk), so the manifest can
-always be rebuilt from the images present, whatever was interrupted.
+always be rebuilt from the images present, whatever was interrupted. A rerun keeps the images
+that exist (it resumes) if they were made with this run's settings; if not, it stops and lists
+the differences: ``--overwrite`` remakes them, ``--keep-existing`` keeps them as they are.
 
 - ``generation`` draws a new picture from the caption, at a working size near the model's
   area with the original's aspect ratio, resized to the original size.
@@ -29,12 +31,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import orjson
-from PIL import Image, PngImagePlugin
+from PIL import Image
 
-from cocoaug.atomic import save_image_atomic, write_bytes_atomic
+from cocoaug.atomic import remove_temp_files
 from cocoaug.coco import load_coco
-from cocoaug.errors import UserError
+from cocoaug.errors import UserError, listed
+from cocoaug.generated import (
+    MANIFEST, MAX_OBJECTS, image_seed, manifest_entry, output_name, read_manifest, read_png_entry, rebuild_manifest,
+    save_generated_png, settings_differences,
+)
 from cocoaug.images import image_size, open_rgb
 from cocoaug.paths import refuse_same_folder, require_dir, resolve_under
 from cocoaug.records import check_records_match_dataset, load_records
@@ -42,9 +47,6 @@ from cocoaug.runtime import add_debug_flag, check_model_source, resolve_device, 
 
 log = logging.getLogger("cocoaug")
 
-MAX_OBJECTS = 30  # GLIGEN's limit; gligen_sampling.MAX_OBJECTS, repeated to keep torch out of --help
-MISSING_LISTED = 10
-MANIFEST_KEY = "cocoaug"  # PNG text chunk holding the image's manifest entry
 PHRASE_FIELDS = {"label": "dog", "category_id": 18, "caption": "a dog on a lawn"}
 
 
@@ -109,13 +111,6 @@ def boxes_to_letterbox(boxes_xyxy_norm, box: Letterbox) -> np.ndarray:
     return np.asarray(boxes_xyxy_norm, dtype=np.float64).reshape(-1, 4) * scale + offset
 
 
-def boxes_from_letterbox(boxes_xyxy_norm, box: Letterbox) -> np.ndarray:
-    """The inverse of ``boxes_to_letterbox``."""
-    scale = np.array([box.width, box.height, box.width, box.height]) / box.size
-    offset = np.array([box.left, box.top, box.left, box.top]) / box.size
-    return (np.asarray(boxes_xyxy_norm, dtype=np.float64).reshape(-1, 4) - offset) / scale
-
-
 def crop_letterbox(square: Image.Image, box: Letterbox, size: tuple[int, int]) -> Image.Image:
     """Cut the padding off a generated square and resize the picture to ``size`` (the original's)."""
     if square.size != (box.size, box.size):
@@ -170,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, help="use only the first N records of the prompts file")
     parser.add_argument("--skip-missing", action="store_true", help="skip records whose image file is missing instead of stopping")
     parser.add_argument("--overwrite", action="store_true", help="remake images that exist already")
+    parser.add_argument("--keep-existing", action="store_true", help="keep existing images made with other settings as they are and make only the missing ones (without it, a run stops on them)")
     parser.add_argument("--device", default="auto", help="auto (default: cuda, then mps, then cpu), cuda, cuda:N, mps or cpu")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float16", "bfloat16", "float32"], help="auto: float16 on CUDA, float32 elsewhere")
     parser.add_argument("--channels-last", action="store_true", help="channels-last memory format for UNet and VAE (often faster on CUDA)")
@@ -188,6 +184,8 @@ def check_args(args):
         raise UserError("must be between 0 and 1", f"--grounding-beta {args.grounding_beta}")
     if args.feather < 0:
         raise UserError("must not be negative", f"--feather {args.feather}")
+    if args.overwrite and args.keep_existing:
+        raise UserError("--overwrite remakes existing images and --keep-existing keeps them: give one", "--overwrite --keep-existing")
     try:
         args.phrase_template.format(**PHRASE_FIELDS)
     except (KeyError, IndexError, ValueError) as exc:
@@ -209,30 +207,40 @@ class WorkItem:
     size: tuple[int, int] = (0, 0)  # the original file's, read before sampling
 
 
-def output_name(record: dict, variant: int, variants: int) -> str:
-    stem = f"{record['category_id']}_{record['image_id']:04d}"
-    return f"{stem}_{variant}.png" if variants > 1 else f"{stem}.png"
+def run_settings(args, model: str, scheduler: str, resolution: int) -> dict:
+    """This run's settings that change its pictures, as each manifest entry records them."""
+    settings = {
+        "mode": args.mode, "model": model, "scheduler": scheduler, "steps": args.steps,
+        "guidance_scale": args.guidance_scale, "grounding_beta": args.grounding_beta,
+        "negative_prompt": args.negative_prompt, "phrase_template": args.phrase_template,
+        "resolution": resolution, "run_seed": args.seed,
+    }
+    if args.mode == "inpainting":  # generation draws the whole picture: these do not apply
+        settings["keep_background"] = args.keep_background
+        if args.keep_background:
+            settings["feather"] = args.feather
+    return settings
 
 
-def plan_work(records, images_dir: Path, args, image_seed) -> tuple[list[WorkItem], dict]:
+def plan_work(records, images_dir: Path, args) -> tuple[list[WorkItem], dict]:
     """All images of the run, in a fixed order, and the records skipped with the reason."""
-    skipped = {"more than 30 boxes": 0, "image file missing": 0}
+    too_many = f"more than {MAX_OBJECTS} boxes"
+    skipped = {too_many: 0, "image file missing": 0}
     missing, items = [], []
     for record in sorted(records, key=lambda r: r["image_id"]):
         if len(record["bbox"]) > MAX_OBJECTS:
             log.warning("image_id %s has %d boxes; GLIGEN takes at most %d: skipped", record["image_id"], len(record["bbox"]), MAX_OBJECTS)
-            skipped["more than 30 boxes"] += 1
+            skipped[too_many] += 1
             continue
         path = resolve_under(images_dir, record["file_name"])
         if not path.is_file():
             missing.append(record["file_name"])
             continue
         for k in range(args.variants):
-            name = output_name(record, k, args.variants)
+            name = output_name(record["category_id"], record["image_id"], k, args.variants)
             items.append(WorkItem(record, k, name, path, image_seed(args.seed, record["image_id"], k)))
     if missing and not args.skip_missing:
-        listed = ", ".join(missing[:MISSING_LISTED]) + (f" and {len(missing) - MISSING_LISTED} more" if len(missing) > MISSING_LISTED else "")
-        raise UserError(f"{len(missing)} image file(s) missing in {images_dir} (use --skip-missing to go on without them)", listed)
+        raise UserError(f"{len(missing)} image file(s) missing in {images_dir} (use --skip-missing to go on without them)", listed(missing))
     for name in missing:
         log.warning("image file missing: %s: skipped", name)
     skipped["image file missing"] = len(missing)
@@ -244,11 +252,37 @@ def distributed_rank() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def check_existing_settings(items: list[WorkItem], out_dir: Path, settings: dict, args):
+    """Refuse to resume over existing images made with other settings than ``settings``, unless
+    --overwrite remakes them or --keep-existing keeps them.
+
+    Every process checks all the run's images, so that all stop or none does.
+    """
+    if args.overwrite:
+        return
+    manifest = read_manifest(out_dir) if (out_dir / MANIFEST).is_file() else {}
+    entries = []
+    for item in items:
+        path = out_dir / item.file_name
+        if path.is_file():
+            entry = read_png_entry(path) or manifest.get(item.file_name)
+            if entry is not None:
+                entries.append(entry)
+    differences = settings_differences(entries, settings)
+    if not differences:
+        return
+    count = sum(1 for entry in entries if settings_differences([entry], settings))
+    if args.keep_existing:
+        log.warning("keeping %d existing image(s) made with other settings (--keep-existing): %s", count, "; ".join(differences))
+        return
+    raise UserError(f"{count} existing image(s) were made with other settings: {'; '.join(differences)}; use --overwrite "
+                    "to remake them, or --keep-existing to keep them as they are and make only the missing ones", out_dir)
+
+
 def pending_items(items: list[WorkItem], out_dir: Path, overwrite: bool) -> list[WorkItem]:
     """This process's images still to make; also removes temp files that a killed run left of them."""
     for item in items:
-        for stale in out_dir.glob(f".{item.file_name}.*.tmp"):  # the prefix cocoaug.atomic gives its temp files
-            stale.unlink(missing_ok=True)
+        remove_temp_files(out_dir / item.file_name)
     return [item for item in items if overwrite or not (out_dir / item.file_name).exists()]
 
 
@@ -269,20 +303,9 @@ def sample_size(item: WorkItem, args, resolution: int) -> tuple[int, int]:
     return working_size(*item.size, resolution)
 
 
-def manifest_entry(item: WorkItem, args, sampler, prompt, phrases, size) -> dict:
-    record = item.record
-    return {
-        "file_name": item.file_name, "source_image_id": record["image_id"], "source_file_name": record["file_name"],
-        "prompt": prompt, "phrases": phrases, "boxes": record["bbox"], "seed": item.seed, "variant": item.variant,
-        "mode": args.mode, "model": sampler.c.model, "scheduler": sampler.c.scheduler_name, "steps": args.steps,
-        "guidance_scale": args.guidance_scale, "grounding_beta": args.grounding_beta,
-        "working_size": list(size), "width": item.size[0], "height": item.size[1],
-    }
-
-
-def make_batch(batch: list[WorkItem], sampler, args, size, out_dir: Path):
+def make_batch(batch: list[WorkItem], sampler, args, settings: dict, size, out_dir: Path):
     """Sample one batch (one working size) and save each image at its original's size, with its entry."""
-    from gligen_sampling import SampleRequest
+    from cocoaug.gligen_sampler import SampleRequest
 
     requests, originals, frames = [], [], []
     for item in batch:
@@ -302,39 +325,24 @@ def make_batch(batch: list[WorkItem], sampler, args, size, out_dir: Path):
             picture = crop_letterbox(picture, frame, original.size)
             if args.keep_background:
                 picture = paste_background(original, picture, item.record["bbox"], args.feather)
-        entry = manifest_entry(item, args, sampler, request.prompt, request.phrases, size)
-        info = PngImagePlugin.PngInfo()
-        info.add_text(MANIFEST_KEY, orjson.dumps(entry).decode())
-        save_image_atomic(out_dir / item.file_name, picture, pnginfo=info)
+        entry = manifest_entry(item.file_name, item.record, item.variant, item.seed, request.prompt, request.phrases,
+                               size, item.size, settings)
+        save_generated_png(out_dir / item.file_name, picture, entry)
 
 
-def generate(items: list[WorkItem], sampler, args, resolution: int, out_dir: Path, rank: int):
+def generate(items: list[WorkItem], sampler, args, settings: dict, out_dir: Path, rank: int):
     """Batch images of equal working size together and make them, with a progress bar."""
     from tqdm import tqdm
 
     by_size: dict[tuple[int, int], list[WorkItem]] = {}
     for item in items:
-        by_size.setdefault(sample_size(item, args, resolution), []).append(item)
+        by_size.setdefault(sample_size(item, args, settings["resolution"]), []).append(item)
     with tqdm(total=len(items), desc=f"{args.mode} (rank {rank})" if rank else args.mode, unit="image") as bar:
         for size, group in sorted(by_size.items()):
             for start in range(0, len(group), args.batch_size):
                 batch = group[start:start + args.batch_size]
-                make_batch(batch, sampler, args, size, out_dir)
+                make_batch(batch, sampler, args, settings, size, out_dir)
                 bar.update(len(batch))
-
-
-def rebuild_manifest(out_dir: Path) -> int:
-    """Write ``manifest.jsonl`` from the entries stored in the PNGs present, sorted by file name."""
-    lines = []
-    for path in sorted(out_dir.glob("*.png")):
-        with Image.open(path) as image:
-            entry = image.info.get(MANIFEST_KEY)
-        if entry is None:
-            log.warning("%s has no manifest entry (not made by this script?): left out of manifest.jsonl", path)
-            continue
-        lines.append(entry.encode() + b"\n")
-    write_bytes_atomic(out_dir / "manifest.jsonl", b"".join(lines))
-    return len(lines)
 
 
 def wait_for_all_processes(world_size: int):
@@ -361,11 +369,13 @@ def main(args):
     refuse_same_folder(out_dir, images_dir)
     model = check_model_source(args.model or f"masterful/gligen-1-4-{args.mode}-text-box")
 
-    from gligen_sampling import GligenSampler, check_gligen_model, image_seed, load_components, scheduler_class_for
+    from cocoaug.gligen_sampler import GligenSampler, check_gligen_model, load_components, native_size_of, scheduler_class_for
 
     check_gligen_model(model, args.mode)
-    scheduler_class_for(args.scheduler, model)
-    items, skipped = plan_work(records[: args.limit], images_dir, args, image_seed)
+    scheduler_class, _ = scheduler_class_for(args.scheduler, model)
+    settings = run_settings(args, model, scheduler_class.__name__, args.resolution or native_size_of(model))
+    items, skipped = plan_work(records[: args.limit], images_dir, args)
+    check_existing_settings(items, out_dir, settings, args)
     mine = items[rank::world_size]
     todo = pending_items(mine, out_dir, args.overwrite)
     read_sizes(todo)
@@ -381,18 +391,17 @@ def main(args):
             components.unet.to(memory_format=torch.channels_last)
             components.vae.to(memory_format=torch.channels_last)
         sampler = GligenSampler(components, args.steps, args.guidance_scale, args.grounding_beta, args.negative_prompt)
-        generate(todo, sampler, args, args.resolution or components.native_size, out_dir, rank)
+        generate(todo, sampler, args, settings, out_dir, rank)
 
     wait_for_all_processes(world_size)
-    listed = None
+    manifest_count = None
     if rank == 0:
-        for stale in out_dir.glob(".manifest.jsonl.*.tmp"):
-            stale.unlink()
-        listed = rebuild_manifest(out_dir)
+        remove_temp_files(out_dir / MANIFEST)
+        manifest_count = rebuild_manifest(out_dir)
     prefix = f"rank {rank}: " if world_size > 1 else ""
     print(f"{prefix}generated {len(todo)}, skipped as existing {len(mine) - len(todo)}"
           + "".join(f", skipped ({why}) {n}" for why, n in skipped.items() if n)
-          + (f"; manifest.jsonl lists {listed} images" if listed is not None else ""))
+          + (f"; {MANIFEST} lists {manifest_count} images" if manifest_count is not None else ""))
 
 
 if __name__ == "__main__":

@@ -28,11 +28,11 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from caption_text import apply_rules, count_phrase, load_rules, tidy_caption, word_pattern
+from cocoaug.captions import apply_rules, count_phrase, load_rules, tidy_caption, word_pattern
 from cocoaug.atomic import atomic_path, write_csv_atomic, write_json_atomic
 from cocoaug.boxes import clip_xywh, xywh_pixels_to_xyxy_norm
 from cocoaug.coco import load_coco
-from cocoaug.errors import UserError
+from cocoaug.errors import UserError, listed
 from cocoaug.images import open_rgb
 from cocoaug.paths import refuse_same_folder, require_dir, resolve_under
 from cocoaug.records import RECORD_FIELDS
@@ -40,7 +40,6 @@ from cocoaug.runtime import add_debug_flag, check_model_source, model_load_error
 
 log = logging.getLogger("generate_prompt_blip2")
 PARTIAL_NAME = "blip2.partial.jsonl"
-MAX_LISTED = 20
 
 
 def select_images(images: pd.DataFrame, args) -> pd.Series:
@@ -213,7 +212,7 @@ def category_ids_for(dataset, names: list[str]) -> list[int]:
     by_name = {c["name"].lower(): cid for cid, c in dataset.category_by_id.items()}
     unknown = [name for name in names if name.lower() not in by_name]
     if unknown:
-        known = ", ".join(sorted(c["name"] for c in dataset.categories)[:MAX_LISTED])
+        known = listed(sorted(c["name"] for c in dataset.categories))
         raise UserError(f"unknown category {unknown[0]!r}; the file has: {known}", "--categories")
     return [by_name[name.lower()] for name in names]
 
@@ -281,10 +280,9 @@ def image_paths(records, args, summary) -> tuple[list[dict], list[Path]]:
     missing = [i for i, path in enumerate(paths) if not path.is_file()]
     if missing:
         names = [records[i]["file_name"] for i in missing]
-        listed = ", ".join(names[:MAX_LISTED]) + (f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else "")
         if not args.skip_missing:
-            raise UserError(f"{len(names)} image file(s) not found under {args.images} (--skip-missing skips them)", listed)
-        log.warning("skipping %d missing image file(s): %s", len(names), listed)
+            raise UserError(f"{len(names)} image file(s) not found under {args.images} (--skip-missing skips them)", listed(names))
+        log.warning("skipping %d missing image file(s): %s", len(names), listed(names))
         summary["skipped: missing image file"] += len(names)
         gone = set(missing)
         records = [r for i, r in enumerate(records) if i not in gone]

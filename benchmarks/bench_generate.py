@@ -5,7 +5,7 @@ UNet does not leak into the next row), on the same weights and the same --images
 (prompt, grounding phrases and boxes, seed), generation mode, square --size pictures, guidance 7.5,
 grounding on at every step (stage 2's --grounding-beta 1.0):
   seed                   diffusers' StableDiffusionGLIGENPipeline, one image per call (its default SDPA attention)
-  project-b1             gligen_sampling.GligenSampler, the loop of stage 2, one image per batch
+  project-b1             cocoaug.gligen_sampler.GligenSampler, the loop of stage 2, one image per batch
   project                the same, --batch-size images per batch (default stage 2's 4)
   project-no-sdpa        the same with diffusers' classic attention (AttnProcessor): what SDPA, the default, gives
   project-channels-last  the same with UNet and VAE in channels-last memory format (stage 2's --channels-last)
@@ -80,7 +80,7 @@ def random_components(configs: Path, tokenizer_folder: Path, device, dtype, sche
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from gligen_sampling import GligenComponents, scheduler_class_for
+    from cocoaug.gligen_sampler import GligenComponents, scheduler_class_for
 
     scheduler_class, scheduler_config = scheduler_class_for(scheduler_name, str(configs))
     modules = {}
@@ -98,7 +98,8 @@ def random_components(configs: Path, tokenizer_folder: Path, device, dtype, sche
 
 def make_requests(count: int):
     """``count`` different layouts: a prompt, 1 to 3 boxes with their phrases, and the seed stage 2 would give."""
-    from gligen_sampling import SampleRequest, image_seed
+    from cocoaug.generated import image_seed
+    from cocoaug.gligen_sampler import SampleRequest
 
     requests = []
     for i in range(count):
@@ -116,7 +117,7 @@ def run_variant(args, name: str) -> dict:
     from diffusers.models.attention_processor import AttnProcessor
 
     from cocoaug.runtime import resolve_device, resolve_dtype
-    from gligen_sampling import GligenSampler, load_components
+    from cocoaug.gligen_sampler import GligenSampler, load_components
 
     if args.threads:
         torch.set_num_threads(args.threads)

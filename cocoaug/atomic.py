@@ -6,6 +6,7 @@ A reader never sees a half-written file, and an interrupted write leaves only th
 
 import csv
 import errno
+import glob
 import io
 import os
 import tempfile
@@ -21,6 +22,7 @@ from cocoaug.errors import UserError
 UMASK = os.umask(0)
 os.umask(UMASK)
 FILE_MODE = 0o666 & ~UMASK
+TEMP_SUFFIX = ".tmp"
 
 
 @contextmanager
@@ -28,7 +30,7 @@ def atomic_path(path):
     """Yield a temp path beside ``path``; on success rename it to ``path``, else delete it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=TEMP_SUFFIX, dir=path.parent)
     os.fchmod(fd, FILE_MODE)
     os.close(fd)
     try:
@@ -43,6 +45,20 @@ def atomic_path(path):
         # KeyboardInterrupt and SystemExit included: never leave the temp file behind.
         _remove_quietly(tmp)
         raise
+
+
+def remove_temp_files(path) -> int:
+    """Remove the temp files that interrupted writes to ``path`` left beside it (a killed process
+    cannot clean up); returns how many. Call it only when no other process is writing ``path``."""
+    path = Path(path)
+    stale = list(path.parent.glob(f"{glob.escape(_temp_prefix(path))}*{TEMP_SUFFIX}"))
+    for temp in stale:
+        _remove_quietly(temp)
+    return len(stale)
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
 
 
 def _remove_quietly(path):

@@ -1,25 +1,176 @@
-"""Stage 2's output as the later stages read it: the mode folders, the generated files, and
-which source image, seed and boxes made each file.
+"""Stage 2's output contract, its writer's and its readers' one home: the mode folders, the
+file names, the manifest entries (in ``manifest.jsonl`` and in each PNG) and the settings
+recorded in them.
 
 Stage 2 writes ``OUT_DIR/<mode>/<category_id>_<image_id:04d>[_<k>].png`` plus
-``OUT_DIR/<mode>/manifest.jsonl``; each PNG also carries its own manifest entry in a text chunk.
+``OUT_DIR/<mode>/manifest.jsonl``; each PNG also carries its own manifest entry in a text chunk,
+so the manifest can be rebuilt from the PNGs present. An entry::
+
+    {"file_name": "3_0101.png", "source_image_id": 101, "source_file_name": "a.jpg",
+     "prompt": "...", "phrases": [...], "boxes": [[x0, y0, x1, y1], ...],   # normalised
+     "seed": 123..., "variant": 0, "working_size": [512, 384], "width": 640, "height": 480,
+     # the run's settings (SETTINGS_KEYS), the same for every image of a run:
+     "mode": "inpainting", "model": "...", "scheduler": "PNDMScheduler", "steps": 50, ...}
+
+Nothing here imports torch: stage 2 plans its work and checks existing outputs before loading
+a model, and ``--help`` stays fast.
 """
 
+import hashlib
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import orjson
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
-from cocoaug.errors import UserError
+from cocoaug.atomic import save_image_atomic, write_bytes_atomic
+from cocoaug.errors import UserError, listed
 from cocoaug.paths import require_dir
-from cocoaug.records import read_manifest
+
+log = logging.getLogger("cocoaug")
 
 MODES = ("generation", "inpainting")
+MAX_OBJECTS = 30  # GLIGEN's grounding tokens per image: a record with more boxes cannot be made
+MANIFEST = "manifest.jsonl"
 PNG_ENTRY_KEY = "cocoaug"  # the text chunk in which stage 2 stores each PNG's manifest entry
 GENERATED_NAME = re.compile(r"^(?P<category_id>\d+)_(?P<image_id>\d{4,})(?:_(?P<variant>\d+))?\.png$")
+# Every setting of a run that changes its pictures, recorded in each entry. Entries written
+# before a key was added lack it; keep_background and feather are recorded in inpainting only.
+SETTINGS_KEYS = (
+    "mode", "model", "scheduler", "steps", "guidance_scale", "grounding_beta", "negative_prompt",
+    "phrase_template", "resolution", "run_seed", "keep_background", "feather",
+)
+
+
+# ---------------------------------------------------------------- names and seeds
+
+
+def output_name(category_id: int, image_id: int, variant: int = 0, variants: int = 1) -> str:
+    """``3_0101.png``, or ``3_0101_<variant>.png`` when a run makes several variants per record."""
+    stem = f"{category_id}_{image_id:04d}"
+    return f"{stem}_{variant}.png" if variants > 1 else f"{stem}.png"
+
+
+def parse_generated_name(file_name: str) -> tuple[int, int, int] | None:
+    """``3_0101.png`` -> (3, 101, 0), ``3_0101_2.png`` -> (3, 101, 2); None for other names."""
+    match = GENERATED_NAME.match(file_name)
+    if match is None:
+        return None
+    return int(match["category_id"]), int(match["image_id"]), int(match["variant"] or 0)
+
+
+def image_seed(seed: int, image_id: int, variant: int) -> int:
+    """A 63-bit seed for one image from (run seed, image id, variant), stable across runs and machines."""
+    digest = hashlib.sha256(f"{seed}/{image_id}/{variant}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+# ---------------------------------------------------------------- manifest entries: writing
+
+
+def manifest_entry(file_name: str, record: dict, variant: int, seed: int, prompt: str, phrases: list[str],
+                   working_size, size, settings: dict) -> dict:
+    """The entry of one generated image: what it was made from (``record``, a stage-1 record),
+    its seed, its working and final ``size`` (width, height), and the run's ``settings``."""
+    entry = {
+        "file_name": file_name, "source_image_id": record["image_id"], "source_file_name": record["file_name"],
+        "prompt": prompt, "phrases": phrases, "boxes": record["bbox"], "seed": seed, "variant": variant,
+        "working_size": list(working_size), "width": size[0], "height": size[1],
+    }
+    entry.update(settings)
+    return entry
+
+
+def save_generated_png(path, picture: Image.Image, entry: dict):
+    """Write ``picture`` to ``path`` atomically as a PNG carrying its manifest ``entry``."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text(PNG_ENTRY_KEY, orjson.dumps(entry).decode())
+    save_image_atomic(path, picture, pnginfo=info)
+
+
+def rebuild_manifest(folder) -> int:
+    """Write ``folder/manifest.jsonl`` from the entries stored in the PNGs present, sorted by file name.
+
+    Returns how many images it lists; a PNG without an entry is left out with a warning.
+    """
+    folder = Path(folder)
+    lines = []
+    for path in sorted(folder.glob("*.png")):
+        entry = read_png_entry(path)
+        if entry is None:
+            log.warning("%s has no manifest entry (not made by stage 2?): left out of %s", path, MANIFEST)
+            continue
+        lines.append(orjson.dumps(entry) + b"\n")
+    write_bytes_atomic(folder / MANIFEST, b"".join(lines))
+    return len(lines)
+
+
+# ---------------------------------------------------------------- manifest entries: reading
+
+
+def read_manifest(folder) -> dict[str, dict]:
+    """Read ``folder/manifest.jsonl`` keyed by file name (each line one entry, see the module's docstring)."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise UserError(f"no {MANIFEST} in the folder of generated images (made by generate_image_gligen.py)", folder)
+    entries = {}
+    for number, line in enumerate(path.read_bytes().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise UserError(f"line {number} of the manifest is not valid JSON: {exc}", path) from None
+        if not isinstance(entry, dict) or not isinstance(entry.get("file_name"), str):
+            raise UserError(f"line {number} of the manifest is not an object with a 'file_name'", path)
+        entries[entry["file_name"]] = entry
+    return entries
+
+
+def read_png_entry(path) -> dict | None:
+    """The manifest entry stored in a generated PNG, or None when it has none."""
+    try:
+        with Image.open(path) as image:
+            text = image.info.get(PNG_ENTRY_KEY)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise UserError(f"cannot read image: {exc}", path) from exc
+    if text is None:
+        return None
+    try:
+        entry = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise UserError(f"the PNG's '{PNG_ENTRY_KEY}' text is not valid JSON", path) from None
+    return entry if isinstance(entry, dict) else None
+
+
+# ---------------------------------------------------------------- settings
+
+
+def settings_differences(entries, settings: dict) -> list[str]:
+    """How the settings recorded in ``entries`` differ from ``settings`` (a run's), one line per key:
+    ``steps: 50 in existing pictures, 4 now``. Empty when they agree.
+
+    A key that an entry lacks (written by an older version, or not applying to its mode) counts
+    as unknown, not as a difference: refusing every older picture would force a remake for
+    nothing, and the keys that are there still catch what changed.
+    """
+    found: dict[str, list] = {}
+    for entry in entries:
+        for key, now in settings.items():
+            if key in entry and entry[key] != now and entry[key] not in found.setdefault(key, []):
+                found[key].append(entry[key])
+    return [f"{key}: {listed(_shown(v) for v in values)} in existing pictures, {_shown(settings[key])} now"
+            for key, values in found.items() if values]
+
+
+def _shown(value) -> str:
+    return orjson.dumps(value).decode()
+
+
+# ---------------------------------------------------------------- the generated images, for the later stages
 
 
 @dataclass(frozen=True)
@@ -50,26 +201,18 @@ def mode_folders(generated_dir) -> dict[str, Path]:
     )
 
 
-def parse_generated_name(file_name: str) -> tuple[int, int, int] | None:
-    """``3_0101.png`` -> (3, 101, 0), ``3_0101_2.png`` -> (3, 101, 2); None for other names."""
-    match = GENERATED_NAME.match(file_name)
-    if match is None:
-        return None
-    return int(match["category_id"]), int(match["image_id"]), int(match["variant"] or 0)
-
-
 def list_generated(folder, mode: str) -> tuple[list[GeneratedImage], list[str]]:
     """The PNGs in one mode folder, sorted by name, and the names that stage 2 did not make.
 
     What made a file comes from ``manifest.jsonl``, else the PNG's own entry, else its name.
     """
     folder = Path(folder)
-    manifest = read_manifest(folder) if (folder / "manifest.jsonl").is_file() else {}
+    manifest = read_manifest(folder) if (folder / MANIFEST).is_file() else {}
     images, unknown = [], []
     for path in sorted(folder.iterdir()):
         if not _is_visible_png(path):
             continue
-        entry = manifest.get(path.name) or _png_entry(path)
+        entry = manifest.get(path.name) or read_png_entry(path)
         image = generated_image(mode, path, entry)
         if image is None:
             unknown.append(path.name)
@@ -107,21 +250,6 @@ def _check_entry(entry: dict, path: Path):
             boxes = np.zeros((0, 0))
         if boxes.ndim != 2 or boxes.shape[1] != 4 or not np.isfinite(boxes).all():
             raise UserError("manifest entry has 'boxes' that are not a list of [x0, y0, x1, y1]", path)
-
-
-def _png_entry(path: Path) -> dict | None:
-    try:
-        with Image.open(path) as image:
-            text = image.info.get(PNG_ENTRY_KEY)
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise UserError(f"cannot read image: {exc}", path) from exc
-    if text is None:
-        return None
-    try:
-        entry = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        raise UserError(f"the PNG's '{PNG_ENTRY_KEY}' text is not valid JSON", path) from None
-    return entry if isinstance(entry, dict) else None
 
 
 def _is_visible_png(path: Path) -> bool:

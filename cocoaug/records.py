@@ -9,10 +9,7 @@ A record::
      "generated_text": "a red ball on the grass"}
 """
 
-from pathlib import Path
-
 import numpy as np
-import orjson
 
 from cocoaug.coco import read_json
 from cocoaug.errors import UserError
@@ -80,27 +77,3 @@ def check_records_match_dataset(records: list[dict], dataset, source):
             raise UserError(
                 f"image_id {record['image_id']} of the prompts file is not in {dataset.path}", source
             )
-
-
-def read_manifest(folder) -> dict[str, dict]:
-    """Read ``folder/manifest.jsonl`` (stage 2's record of what made each image) keyed by file name.
-
-    Each line is one JSON object with at least ``file_name`` (relative to ``folder``), plus the
-    source image id and file name, prompt, phrases, boxes, seed, variant, mode, model,
-    scheduler, steps, guidance scale, grounding beta, working size, width and height.
-    """
-    path = Path(folder) / "manifest.jsonl"
-    if not path.is_file():
-        raise UserError("no manifest.jsonl in the folder of generated images (made by generate_image_gligen.py)", folder)
-    entries = {}
-    for number, line in enumerate(path.read_bytes().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            entry = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise UserError(f"line {number} of the manifest is not valid JSON: {exc}", path) from None
-        if not isinstance(entry, dict) or not isinstance(entry.get("file_name"), str):
-            raise UserError(f"line {number} of the manifest is not an object with a 'file_name'", path)
-        entries[entry["file_name"]] = entry
-    return entries

@@ -1,14 +1,15 @@
 """Stand-ins for stages 1 and 2 in the tests of stages 3 and 4: stage-1 records made from a COCO
 set with cocoaug.boxes, and "generated" images that are noisy copies of the originals, named and
-described in a manifest.jsonl exactly as stage 2 writes them."""
+described in a manifest.jsonl by stage 2's own writers (cocoaug.generated)."""
 from pathlib import Path
 
 import numpy as np
 import orjson
-from PIL import Image, PngImagePlugin
+from PIL import Image
 
 from cocoaug.boxes import xywh_pixels_to_xyxy_norm
 from cocoaug.coco import load_coco
+from cocoaug.generated import image_seed, manifest_entry, output_name, rebuild_manifest, save_generated_png
 from cocoaug.images import open_rgb
 
 
@@ -37,31 +38,25 @@ def make_records(dataset_dir: Path, max_records: int = 4) -> list[dict]:
 
 def make_generated(out_dir: Path, records: list[dict], images_dir: Path, modes=("generation", "inpainting"),
                    variants: int = 2, manifest: bool = True) -> list[str]:
-    """Noisy copies of the originals named and described as stage 2 writes them; returns '<mode>/<name>'."""
+    """Noisy copies of the originals, named, described and written with cocoaug.generated as stage 2
+    writes them (each PNG with its entry, then manifest.jsonl); returns '<mode>/<name>'."""
     rng = np.random.default_rng(0)
     written = []
     for mode in modes:
         folder = out_dir / mode
-        folder.mkdir(parents=True, exist_ok=True)
-        lines = []
+        settings = {"mode": mode, "model": "tiny", "scheduler": "DDIMScheduler", "steps": 2, "guidance_scale": 7.5,
+                    "grounding_beta": 1.0, "negative_prompt": "", "phrase_template": "{label}", "resolution": 64, "run_seed": 0}
         for record in records:
             original = np.asarray(open_rgb(images_dir / record["file_name"]), dtype=np.int16)
             for k in range(variants):
-                stem = f"{record['category_id']}_{record['image_id']:04d}"
-                name = f"{stem}_{k}.png" if variants > 1 else f"{stem}.png"
+                name = output_name(record["category_id"], record["image_id"], k, variants)
                 noisy = np.clip(original + rng.integers(-40, 40, original.shape), 0, 255).astype(np.uint8)
-                entry = {
-                    "file_name": name, "source_image_id": record["image_id"], "source_file_name": record["file_name"],
-                    "prompt": record["generated_text"], "phrases": record["labels"], "boxes": record["bbox"],
-                    "seed": 1000 * record["image_id"] + k, "variant": k, "mode": mode, "model": "tiny",
-                    "scheduler": "DDIMScheduler", "steps": 2, "guidance_scale": 7.5, "grounding_beta": 1.0,
-                    "working_size": [64, 64], "width": record["width"], "height": record["height"],
-                }
-                Image.fromarray(noisy).save(folder / name)
-                lines.append(orjson.dumps(entry) + b"\n")
+                entry = manifest_entry(name, record, k, image_seed(0, record["image_id"], k), record["generated_text"],
+                                       record["labels"], (64, 64), (record["width"], record["height"]), settings)
+                save_generated_png(folder / name, Image.fromarray(noisy), entry)
                 written.append(f"{mode}/{name}")
         if manifest:
-            (folder / "manifest.jsonl").write_bytes(b"".join(lines))
+            rebuild_manifest(folder)
     return written
 
 

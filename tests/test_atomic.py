@@ -11,7 +11,7 @@ import textwrap
 import pytest
 from PIL import Image
 
-from cocoaug.atomic import atomic_path, save_image_atomic, write_csv_atomic, write_json_atomic
+from cocoaug.atomic import atomic_path, remove_temp_files, save_image_atomic, write_csv_atomic, write_json_atomic
 from cocoaug.errors import UserError
 
 
@@ -47,7 +47,8 @@ def test_full_disk_is_a_user_error(tmp_path):
 
 
 def test_killed_writer_leaves_no_partial_target(tmp_path):
-    """A process killed mid-write (SIGKILL) leaves at most a hidden temp file, never the target."""
+    """A process killed mid-write (SIGKILL) leaves at most a hidden temp file, never the target;
+    remove_temp_files removes it and nothing else."""
     script = textwrap.dedent(
         f"""
         import sys, time
@@ -67,6 +68,11 @@ def test_killed_writer_leaves_no_partial_target(tmp_path):
     proc.wait()
     assert not (tmp_path / "big.bin").exists()
     assert all(name.startswith(".big.bin.") for name in os.listdir(tmp_path))
+    assert len(os.listdir(tmp_path)) == 1
+    (tmp_path / ".big.bin.x.tmp.png").write_bytes(b"")  # not a temp file of atomic_path
+    (tmp_path / ".big.bin2.abc.tmp").write_bytes(b"")  # another target's
+    assert remove_temp_files(tmp_path / "big.bin") == 1
+    assert sorted(os.listdir(tmp_path)) == [".big.bin.x.tmp.png", ".big.bin2.abc.tmp"]
 
 
 def test_written_files_get_the_permissions_of_a_plain_open(tmp_path):

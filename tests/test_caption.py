@@ -115,8 +115,8 @@ def test_missing_files_are_listed_in_one_error_or_skipped(blip2, tmp_path):
     result = run_stage("-i", images, "-a", annotations, "-o", tmp_path / "out", "--model", blip2, *FAST)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert result.stderr.startswith("error: 25 image file(s) not found")
-    assert "missing_01.jpg" in result.stderr and "missing_20.jpg" in result.stderr
-    assert "missing_21.jpg" not in result.stderr and "and 5 more" in result.stderr
+    assert "missing_01.jpg" in result.stderr and "missing_10.jpg" in result.stderr
+    assert "missing_11.jpg" not in result.stderr and "and 15 more" in result.stderr
     skipped = run_stage("-i", images, "-a", annotations, "-o", tmp_path / "out", "--model", blip2, *FAST, "--skip-missing")
     assert skipped.returncode == 0, skipped.stderr
     assert "skipped: missing image file" in skipped.stdout and "25" in skipped.stdout

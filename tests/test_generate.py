@@ -17,9 +17,9 @@ import pytest
 from PIL import Image
 
 import generate_image_gligen as stage
-from cocoaug.records import read_manifest
+from cocoaug.generated import MAX_OBJECTS, image_seed, read_manifest, read_png_entry, save_generated_png
+from cocoaug.gligen_sampler import keep_mask_from_boxes
 from cocoaug.runtime import run_cli
-from gligen_sampling import MAX_OBJECTS, image_seed, keep_mask_from_boxes
 
 SCRIPT = Path(__file__).resolve().parents[1] / "generate_image_gligen.py"
 BOXES = [[0.1, 0.2, 0.5, 0.6], [0.55, 0.1, 0.9, 0.95]]
@@ -113,14 +113,13 @@ def test_working_size_is_a_multiple_of_8_near_the_area_with_the_aspect_ratio(wid
 
 
 @pytest.mark.parametrize("size", [(64, 48), (40, 90), (300, 30), (50, 50)])
-def test_letterbox_maps_boxes_there_and_back_exactly(size):
+def test_letterbox_maps_boxes_with_the_picture_and_crops_back(size):
     picture = Image.new("RGB", size, (200, 10, 10))
     square, frame = stage.letterbox_to_square(picture, 64)
     assert square.size == (64, 64)
     assert frame.width == 64 or frame.height == 64
     boxes = np.array(BOXES)
     there = stage.boxes_to_letterbox(boxes, frame)
-    assert np.allclose(stage.boxes_from_letterbox(there, frame), boxes, atol=1e-12)
     # The box corners land where the picture's content is: the picture fills [left, left + width).
     assert np.allclose(there[:, 0] * 64, frame.left + boxes[:, 0] * frame.width)
     assert np.allclose(there[:, 3] * 64, frame.top + boxes[:, 3] * frame.height)
@@ -156,12 +155,6 @@ def test_keep_mask_covers_every_latent_cell_a_box_touches():
     mask = keep_mask_from_boxes([[0.1, 0.25, 0.5, 0.5]], 8, 8)
     assert mask[2:4, 0:4].eq(0).all() and mask.sum() == 64 - 8
     assert keep_mask_from_boxes([[0.0, 0.0, 1.0, 1.0]], 4, 6).sum() == 0
-
-
-def test_image_seed_is_stable_and_separates_images_and_variants():
-    assert image_seed(0, 101, 0) == image_seed(0, 101, 0)
-    seeds = {image_seed(s, i, k) for s in (0, 1) for i in (1, 2, 3) for k in (0, 1)}
-    assert len(seeds) == 12 and all(0 <= s < 2**63 for s in seeds)
 
 
 def test_phrases_come_from_the_template():
@@ -206,7 +199,8 @@ def test_manifest_lists_every_image_with_what_made_it(inpainted, inputs):
         "prompt": "a ball and a dog, picture 2", "phrases": ["ball", "red dog"], "boxes": BOXES,
         "seed": image_seed(0, 2, 0), "variant": 0, "mode": "inpainting", "model": entry["model"],
         "scheduler": "PNDMScheduler", "steps": 2, "guidance_scale": 7.5, "grounding_beta": 1.0,
-        "working_size": [64, 64], "width": 40, "height": 90,
+        "working_size": [64, 64], "width": 40, "height": 90, "negative_prompt": "", "phrase_template": "{label}",
+        "resolution": 64, "run_seed": 0, "keep_background": True, "feather": 2.0,
     }
     assert entry["model"].endswith("gligen-inpainting")
 
@@ -267,6 +261,8 @@ def test_flags_reach_the_manifest(inputs, tiny_models, tmp_path, capsys):
     assert entry["phrases"] == ["a photo of a ball", "a photo of a red dog"]
     assert (entry["scheduler"], entry["steps"], entry["guidance_scale"], entry["grounding_beta"]) == ("DDIMScheduler", 3, 3.0, 0.5)
     assert entry["working_size"] == [48, 48]
+    assert (entry["negative_prompt"], entry["phrase_template"], entry["resolution"]) == ("blurry", "a photo of a {label}", 48)
+    assert entry["keep_background"] is False and "feather" not in entry  # no feathering without the background
     # Without --keep-background the whole picture is the model's.
     original, made = pixels(images / "land.jpg"), pixels(tmp_path / "inpainting" / "3_0001.png")
     assert (made[:5] != original[:5]).any()
@@ -386,6 +382,60 @@ def test_a_full_disk_is_a_clear_error_and_keeps_finished_images(bad_inputs, tiny
     assert code == 2 and "error: no space left on device while writing" in err and "3_0002.png" in err
     assert sorted(os.listdir(folder / "out" / "inpainting")) == ["3_0001.png"]
     assert pixels(folder / "out" / "inpainting" / "3_0001.png").shape == (48, 64, 3)
+
+
+# ---------------------------------------------------------------- existing images made with other settings
+
+
+def test_a_rerun_with_other_settings_stops_keeps_or_remakes_as_asked(bad_inputs, tiny_models, capsys, caplog):
+    folder, images, prompts = bad_inputs
+    out, model = folder / "out", tiny_models / "gligen-inpainting"
+    made = out / "inpainting"
+    code, out_text, err = run_here(stage_args(images, prompts, out, model), capsys)
+    assert code == 0 and "generated 2" in out_text, err
+    first = {p.name: p.read_bytes() for p in made.glob("*.png")}
+    other = stage_args(images, prompts, out, model, "--steps", "3", "--resolution", "48")
+
+    code, _, err = run_here(other, capsys)
+    assert code == 2 and err.strip() == (
+        "error: 2 existing image(s) were made with other settings: steps: 2 in existing pictures, 3 now; "
+        "resolution: 64 in existing pictures, 48 now; use --overwrite to remake them, or --keep-existing to keep "
+        f"them as they are and make only the missing ones ({made})")
+    assert {p.name: p.read_bytes() for p in made.glob("*.png")} == first
+
+    (made / "3_0002.png").unlink()
+    code, out_text, err = run_here(other + ["--keep-existing"], capsys)
+    assert code == 0 and "generated 1, skipped as existing 1" in out_text, err
+    assert "keeping 1 existing image(s) made with other settings (--keep-existing): steps: 2" in caplog.text
+    assert (made / "3_0001.png").read_bytes() == first["3_0001.png"]
+    manifest = read_manifest(made)
+    assert (manifest["3_0001.png"]["steps"], manifest["3_0002.png"]["steps"]) == (2, 3)
+    assert (manifest["3_0001.png"]["working_size"], manifest["3_0002.png"]["working_size"]) == ([64, 64], [48, 48])
+
+    code, out_text, err = run_here(other + ["--overwrite"], capsys)
+    assert code == 0 and "generated 2, skipped as existing 0" in out_text, err
+    assert {entry["steps"] for entry in read_manifest(made).values()} == {3}
+    assert (made / "3_0001.png").read_bytes() != first["3_0001.png"]
+    code, _, err = run_here(other + ["--overwrite", "--keep-existing"], capsys)
+    assert code == 2 and "give one" in err
+
+
+def test_settings_that_older_entries_lack_are_not_differences(bad_inputs, tiny_models, capsys):
+    folder, images, prompts = bad_inputs
+    out, model = folder / "out", tiny_models / "gligen-inpainting"
+    code, _, err = run_here(stage_args(images, prompts, out, model), capsys)
+    assert code == 0, err
+    made = out / "inpainting"
+    for path in made.glob("*.png"):  # as an older version wrote them: no resolution, no feather
+        entry = read_png_entry(path)
+        del entry["resolution"], entry["feather"]
+        with Image.open(path) as image:
+            save_generated_png(path, image.copy(), entry)
+    (made / "manifest.jsonl").unlink()
+    code, out_text, err = run_here(stage_args(images, prompts, out, model, "--resolution", "48", "--feather", "1"), capsys)
+    assert code == 0 and "generated 0, skipped as existing 2" in out_text, err
+    code, _, err = run_here(stage_args(images, prompts, out, model, "--steps", "3"), capsys)
+    assert code == 2 and "steps: 2 in existing pictures, 3 now" in err and "resolution" not in err
 
 
 # ---------------------------------------------------------------- interruptions

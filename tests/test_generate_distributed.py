@@ -6,7 +6,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from cocoaug.records import read_manifest
+from cocoaug.generated import read_manifest
 from test_generate import FAST, SCRIPT, write_inputs
 
 PICTURES = {i: (f"p{i}.png", 48 + 8 * i, 40) for i in range(1, 6)}

@@ -12,7 +12,7 @@ import torch
 from diffusers import StableDiffusionGLIGENPipeline
 from PIL import Image
 
-from gligen_sampling import GligenSampler, SampleRequest, load_components
+from cocoaug.gligen_sampler import GligenSampler, SampleRequest, load_components
 
 # Box edges on the 1/8 grid, where the sampler's outward-rounded mask equals diffusers' truncated one.
 BOXES = [[0.125, 0.25, 0.5, 0.75], [0.5, 0.5, 1.0, 0.875]]

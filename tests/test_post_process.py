@@ -11,7 +11,7 @@ import orjson
 import pytest
 from PIL import Image
 
-import caption_text
+from cocoaug import captions
 import generate_prompt_blip2 as stage
 from cocoaug.records import RECORD_FIELDS, load_records
 from test_select import run_stage, write_coco
@@ -23,7 +23,7 @@ def args_for(*flags, tmp_path=None, rules=None):
         path = tmp_path / "rules.json"
         path.write_text(json.dumps(rules))
         args.rules = str(path)
-    args.rules = caption_text.load_rules(args.rules)
+    args.rules = captions.load_rules(args.rules)
     args.forbid = stage.split_list(args.forbid)
     return args
 
@@ -41,7 +41,7 @@ def record(labels):
     ("", ""),
 ])
 def test_tidy_caption(raw, tidy):
-    assert caption_text.tidy_caption(raw) == tidy
+    assert captions.tidy_caption(raw) == tidy
 
 
 @pytest.mark.parametrize("noun, plural", [
@@ -49,7 +49,7 @@ def test_tidy_caption(raw, tidy):
     ("puppy", "puppies"), ("toy", "toys"), ("teddy bear", "teddy bears"), ("sports ball", "sports balls"),
 ])
 def test_plural(noun, plural):
-    assert caption_text.plural(noun) == plural
+    assert captions.plural(noun) == plural
 
 
 @pytest.mark.parametrize("count, label, phrase", [
@@ -57,15 +57,15 @@ def test_plural(noun, plural):
     (10, "puppy", "ten puppies"), (12, "box", "12 boxes"),
 ])
 def test_count_phrase(count, label, phrase):
-    assert caption_text.count_phrase(count, label) == phrase
+    assert captions.count_phrase(count, label) == phrase
 
 
 def test_label_matching_is_whole_word_case_insensitive_and_accepts_plurals():
-    assert caption_text.word_pattern("cat").search("Two CATS on a bed")
-    assert caption_text.word_pattern("bus").search("buses in a row")
-    assert caption_text.word_pattern("teddy bear").search("a teddy\nbear on a chair")
-    assert not caption_text.word_pattern("cat").search("a catalogue on a table")
-    assert not caption_text.word_pattern("man").search("a woman walking")
+    assert captions.word_pattern("cat").search("Two CATS on a bed")
+    assert captions.word_pattern("bus").search("buses in a row")
+    assert captions.word_pattern("teddy bear").search("a teddy\nbear on a chair")
+    assert not captions.word_pattern("cat").search("a catalogue on a table")
+    assert not captions.word_pattern("man").search("a woman walking")
 
 
 @pytest.mark.parametrize("mode, expected", [

@@ -13,7 +13,6 @@ in inpainting the VAE posterior sample, then the initial latents, then at every 
 of the known region followed by the scheduler's own noise (ancestral and DDPM schedulers).
 """
 
-import hashlib
 import inspect
 from dataclasses import dataclass
 
@@ -22,16 +21,10 @@ import torch
 from PIL import Image
 
 from cocoaug.errors import UserError
+from cocoaug.generated import MAX_OBJECTS
 from cocoaug.runtime import model_load_errors
 
-MAX_OBJECTS = 30  # GLIGEN's grounding tokens per image
 INPAINTING_CHANNELS = 9  # noisy latents (4) + masked image latents (4) + mask (1)
-
-
-def image_seed(seed: int, image_id: int, variant: int) -> int:
-    """A 63-bit seed for one image from (run seed, image id, variant), stable across runs and machines."""
-    digest = hashlib.sha256(f"{seed}/{image_id}/{variant}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
 
 
 def check_gligen_model(model: str, mode: str):
@@ -46,6 +39,16 @@ def check_gligen_model(model: str, mode: str):
     if inpainting != (mode == "inpainting"):
         kind = "an inpainting" if inpainting else "a generation"
         raise UserError(f"{kind} GLIGEN model cannot run --mode {mode}", model)
+
+
+def native_size_of(model: str) -> int:
+    """The square size a checkpoint was trained at, from its UNet and VAE configs (no weights loaded)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    with model_load_errors(model):
+        unet_config = UNet2DConditionModel.load_config(model, subfolder="unet")
+        vae_config = AutoencoderKL.load_config(model, subfolder="vae")
+    return unet_config["sample_size"] * 2 ** (len(vae_config["block_out_channels"]) - 1)
 
 
 @dataclass
@@ -65,10 +68,6 @@ class GligenComponents:
     def native_size(self) -> int:
         """The square size the model was trained at (512 for the hub GLIGEN models)."""
         return self.unet.config.sample_size * self.vae_scale_factor
-
-    @property
-    def scheduler_name(self) -> str:
-        return self.scheduler_class.__name__
 
 
 def scheduler_class_for(name: str | None, model: str):
