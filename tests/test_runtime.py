@@ -6,13 +6,14 @@ import pytest
 import torch
 
 from cocoaug.errors import UserError
-from cocoaug.runtime import add_debug_flag, run_cli
+from cocoaug.cli import add_debug
+from cocoaug.runtime import run_cli
 
 
 def parser_with_batch_size() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch-size", type=int, default=8)
-    add_debug_flag(parser)
+    add_debug(parser)
     return parser
 
 
