@@ -181,8 +181,8 @@ def test_without_manifest_boxes_come_from_the_records(tmp_path, stage_outputs):
     ("bad json", "prompts file is not valid JSON"),
     ("not a list", "must be a JSON list of stage-1 records"),
     ("unknown id", "which is not in the prompts file"),
-    ("output is input", "must differ from the input folder"),
-    ("output over a mode folder", "must differ from the input folder"),
+    ("output is input", "/out/generation is the generation folder"),
+    ("output over a mode folder", "/out/generation is the generation folder"),
     ("no generated images", "no generated images"),
     ("missing original", "original image of image_id"),
 ])
