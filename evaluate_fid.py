@@ -101,7 +101,9 @@ def _weights_from(path):
     import torch
 
     try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a file that is not a checkpoint can raise this first, before the error below
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, UnicodeDecodeError) as exc:
         # torch's own message advises weights_only=False, i.e. running code from the file: never say that.
         raise UserError(not_weights_message(f"cannot read it with torch.load ({type(exc).__name__})"), path) from exc
