@@ -110,13 +110,6 @@ def boxes_to_letterbox(boxes_xyxy_norm, box: Letterbox) -> np.ndarray:
     return np.asarray(boxes_xyxy_norm, dtype=np.float64).reshape(-1, 4) * scale + offset
 
 
-def boxes_from_letterbox(boxes_xyxy_norm, box: Letterbox) -> np.ndarray:
-    """The inverse of ``boxes_to_letterbox``."""
-    scale = np.array([box.width, box.height, box.width, box.height]) / box.size
-    offset = np.array([box.left, box.top, box.left, box.top]) / box.size
-    return (np.asarray(boxes_xyxy_norm, dtype=np.float64).reshape(-1, 4) - offset) / scale
-
-
 def crop_letterbox(square: Image.Image, box: Letterbox, size: tuple[int, int]) -> Image.Image:
     """Cut the padding off a generated square and resize the picture to ``size`` (the original's)."""
     if square.size != (box.size, box.size):
