@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from cocoaug import cli
 from cocoaug.atomic import save_image_atomic
 from cocoaug.errors import UserError
 from cocoaug.generated import list_generated, mode_folders
 from cocoaug.images import open_rgb
-from cocoaug import cli
 from cocoaug.paths import refuse_output_inside, require_dir, resolve_under
 from cocoaug.records import load_records
 from cocoaug.runtime import run_cli

@@ -27,12 +27,12 @@ import os
 import shutil
 from pathlib import Path
 
+from cocoaug import cli
 from cocoaug.atomic import atomic_path, write_json_atomic
 from cocoaug.coco import load_coco
 from cocoaug.errors import UserError
 from cocoaug.generated import list_generated, mode_folders
 from cocoaug.images import image_size
-from cocoaug import cli
 from cocoaug.paths import refuse_output_inside, require_dir, resolve_under
 from cocoaug.records import check_records_match_dataset, load_records
 from cocoaug.runtime import run_cli

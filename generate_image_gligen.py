@@ -32,11 +32,11 @@ import numpy as np
 import orjson
 from PIL import Image, PngImagePlugin
 
+from cocoaug import cli
 from cocoaug.atomic import save_image_atomic, write_bytes_atomic
 from cocoaug.coco import load_coco
 from cocoaug.errors import UserError
 from cocoaug.images import image_size, open_rgb
-from cocoaug import cli
 from cocoaug.paths import refuse_output_inside, require_dir, resolve_under
 from cocoaug.records import check_records_match_dataset, load_records
 from cocoaug.runtime import check_model_source, resolve_device, resolve_dtype, run_cli

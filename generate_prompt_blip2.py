@@ -29,12 +29,12 @@ import orjson
 import pandas as pd
 
 from caption_text import apply_rules, count_phrase, load_rules, tidy_caption, word_pattern
+from cocoaug import cli
 from cocoaug.atomic import atomic_path, write_csv_atomic, write_json_atomic
 from cocoaug.boxes import clip_xywh, xywh_pixels_to_xyxy_norm
 from cocoaug.coco import load_coco
 from cocoaug.errors import UserError
 from cocoaug.images import open_rgb
-from cocoaug import cli
 from cocoaug.paths import check_relative_name, refuse_output_inside, require_dir, resolve_under
 from cocoaug.records import RECORD_FIELDS
 from cocoaug.runtime import check_model_source, model_load_errors, resolve_device, resolve_dtype, run_cli
