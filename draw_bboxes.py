@@ -24,13 +24,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from cocoaug import cli
 from cocoaug.atomic import save_image_atomic
 from cocoaug.errors import UserError
 from cocoaug.generated import list_generated, mode_folders
 from cocoaug.images import open_rgb
-from cocoaug.paths import refuse_same_folder, require_dir, resolve_under
+from cocoaug.paths import refuse_output_inside, require_dir, resolve_under
 from cocoaug.records import load_records
-from cocoaug.runtime import add_debug_flag, run_cli
+from cocoaug.runtime import run_cli
 
 log = logging.getLogger("cocoaug")
 
@@ -49,11 +50,6 @@ OVERVIEW_HEIGHT = 320  # pixels; every panel of an overview is scaled to this he
 def category_colour(category_id: int) -> tuple[int, int, int]:
     """The colour of a category, the same in every image and every run (a hash of the id, not its rank)."""
     return PALETTE[zlib.crc32(str(category_id).encode()) % len(PALETTE)]
-
-
-def label_text(label: str, category_id: int) -> str:
-    """The text written on a box."""
-    return label
 
 
 # ---------------------------------------------------------------- drawing
@@ -84,14 +80,13 @@ def draw_boxes(image: Image.Image, boxes_xyxy_norm, category_ids, labels) -> Ima
     for (x0, y0, x1, y1), category_id, label in zip(boxes, category_ids, labels):
         colour = category_colour(category_id)
         draw.rectangle([x0, y0, x1, y1], outline=colour, width=line)
-        text = label_text(label, category_id)
-        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
         pad = max(1, line // 2)
         band_w, band_h = right - left + 2 * pad, bottom - top + 2 * pad
         bx = min(max(0.0, x0), max(0.0, width - band_w))
         by = y0 - band_h if y0 - band_h >= 0 else y0  # above the box, or inside it at the top edge
         draw.rectangle([bx, by, bx + band_w, by + band_h], fill=colour)
-        draw.text((bx + pad - left, by + pad - top), text, font=font, fill=text_colour_on(colour))
+        draw.text((bx + pad - left, by + pad - top), label, font=font, fill=text_colour_on(colour))
     return image
 
 
@@ -120,19 +115,15 @@ def side_by_side(panels: list[Image.Image], gap: int = 8) -> Image.Image:
 # ---------------------------------------------------------------- arguments
 
 
-def parse_args(argv=None):
-    return build_parser().parse_args(argv)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("-g", "--generated", required=True, help="stage 2's OUT_DIR (holding generation/ and/or inpainting/), or one of those folders")
-    parser.add_argument("-p", "--prompts", required=True, help="stage-1 records, OUT_DIR/blip2_post.json (or selection.json)")
-    parser.add_argument("-o", "--output", required=True, help="BOXES_DIR: copies go to BOXES_DIR/<mode>/<same name>, overviews to BOXES_DIR/overview/")
-    parser.add_argument("-i", "--images", help="folder of the original images; if given, each overview starts with the original")
-    parser.add_argument("--overview", action=argparse.BooleanOptionalAction, default=True, help="write BOXES_DIR/overview/<image_id>.png")
-    parser.add_argument("--overwrite", action="store_true", help="redraw copies and overviews that exist already")
-    add_debug_flag(parser)
+    parser = cli.new_parser(__doc__)
+    cli.add_generated(parser)
+    cli.add_records(parser, help="stage-1 records, OUT_DIR/blip2_post.json (or selection.json)")
+    cli.add_output(parser, metavar="BOXES_DIR", help="copies go to BOXES_DIR/<mode>/<same name>, overviews to BOXES_DIR/overview/")
+    cli.add_images(parser, required=False, help="folder of the original images; if given, each overview starts with the original")
+    parser.add_argument("--overview", action=argparse.BooleanOptionalAction, default=True, help="write BOXES_DIR/overview/<image_id>.png (default on)")
+    cli.add_overwrite(parser, help="redraw copies and overviews that exist already")
+    cli.add_debug(parser)
     return parser
 
 
@@ -166,15 +157,12 @@ def draw_copies(items, boxes_dir: Path, overwrite: bool) -> tuple[set, int]:
     """Write the boxed copies; return the source image ids that got a new copy, and how many existed."""
     from tqdm import tqdm
 
-    drawn_sources, kept = set(), 0
-    for image, boxes, category_ids, labels in tqdm(items, desc="boxes", unit="image"):
-        target = boxes_dir / image.mode / image.file_name
-        if target.exists() and not overwrite:
-            kept += 1
-            continue
-        save_image_atomic(target, draw_boxes(open_rgb(image.path), boxes, category_ids, labels))
+    todo = [item for item in items if overwrite or not (boxes_dir / item[0].mode / item[0].file_name).exists()]
+    drawn_sources = set()
+    for image, boxes, category_ids, labels in tqdm(todo, desc="boxes", unit="image", disable=not todo):  # no empty bar on a rerun
+        save_image_atomic(boxes_dir / image.mode / image.file_name, draw_boxes(open_rgb(image.path), boxes, category_ids, labels))
         drawn_sources.add(image.source_image_id)
-    return drawn_sources, kept
+    return drawn_sources, len(items) - len(todo)
 
 
 def draw_overviews(items, records_by_id, images_dir, overview_dir: Path, todo: set) -> int:
@@ -184,7 +172,7 @@ def draw_overviews(items, records_by_id, images_dir, overview_dir: Path, todo: s
     by_source: dict[int, list] = {}
     for item in items:
         by_source.setdefault(item[0].source_image_id, []).append(item)
-    for image_id in tqdm(sorted(todo), desc="overviews", unit="image"):
+    for image_id in tqdm(sorted(todo), desc="overviews", unit="image", disable=not todo):
         record = records_by_id[image_id]
         panels = []
         if images_dir is not None:
@@ -208,14 +196,13 @@ def check_originals(items, records_by_id, images_dir: Path):
 
 def main(args):
     folders = mode_folders(args.generated)
-    records_by_id = {r["image_id"]: r for r in load_records(args.prompts, require_text=False)}
+    records_by_id = {r["image_id"]: r for r in load_records(args.records, require_text=False)}
     images_dir = require_dir(args.images, "image folder") if args.images else None
     boxes_dir = Path(args.output)
-    refuse_same_folder(boxes_dir, args.generated, images_dir, *folders.values())
-    for mode, folder in folders.items():
-        refuse_same_folder(boxes_dir / mode, folder)
+    written = [boxes_dir, boxes_dir / "overview", *(boxes_dir / mode for mode in folders)]
+    refuse_output_inside(written, {"image folder": images_dir, **{f"{mode} folder": folder for mode, folder in folders.items()}})
 
-    items, unknown = plan_drawing(folders, records_by_id, args.prompts)
+    items, unknown = plan_drawing(folders, records_by_id, args.records)
     if images_dir is not None and args.overview:
         check_originals(items, records_by_id, images_dir)
     drawn_sources, kept = draw_copies(items, boxes_dir, args.overwrite)

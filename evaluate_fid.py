@@ -14,45 +14,46 @@ download ``pt_inception-2015-12-05-6726825d.pth`` from pytorch-fid's releases el
 """
 
 import argparse
+import io
 import logging
 import pickle
-from contextlib import contextmanager
+import warnings
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
 import numpy as np
 
+from cocoaug import cli
 from cocoaug.atomic import write_json_atomic
 from cocoaug.errors import UserError
 from cocoaug.images import open_rgb
 from cocoaug.paths import require_dir, require_file
-from cocoaug.runtime import add_debug_flag, resolve_device, run_cli
+from cocoaug.runtime import resolve_device, run_cli
 
 log = logging.getLogger("cocoaug")
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 FID_DIMS = (64, 192, 768, 2048)  # pytorch-fid's feature blocks
 INCEPTION_SIZE = 299
+WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"  # pytorch-fid's release file
 
 
 # ---------------------------------------------------------------- arguments
 
 
-def parse_args(argv=None):
-    return build_parser().parse_args(argv)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("-r", "--real", required=True, help="folder of real images (read recursively)")
-    parser.add_argument("-g", "--generated", required=True, help="folder of generated images (read recursively)")
-    parser.add_argument("--dims", type=int, default=2048, choices=FID_DIMS, help="Inception feature size; 2048 is the standard FID")
-    parser.add_argument("--batch-size", type=int, default=50, help="images per forward pass")
-    parser.add_argument("--num-workers", type=int, default=4, help="processes that read images")
-    parser.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu")
-    parser.add_argument("--weights", help="local file of the FID Inception weights (default: pytorch-fid downloads them)")
-    parser.add_argument("--output", help="also write {fid, n_real, n_generated, dims} to this JSON file")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
-    add_debug_flag(parser)
+    parser = cli.new_parser(__doc__)
+    parser.add_argument("-r", "--real", required=True, metavar="REAL_DIR", help="folder of real images (read recursively)")
+    cli.add_generated(parser, help="folder of generated images (read recursively)")
+    parser.add_argument("--dims", type=int, default=2048, choices=FID_DIMS, help="Inception feature size; 2048 (default) is the standard FID")
+    cli.add_batch_size(parser, default=50, help="images per forward pass")
+    cli.add_num_workers(parser, default=4)
+    cli.add_device(parser, dtype=False)
+    parser.add_argument("--weights", metavar="FILE.pth", help=f"local file of the FID Inception weights, e.g. {WEIGHTS_FILE} "
+                                                              "(default: pytorch-fid downloads them)")
+    cli.add_output(parser, required=False, metavar="FID.json", help="also write {fid, n_real, n_generated, dims} to this JSON file")
+    cli.add_overwrite(parser, help="replace an existing --output file")
+    cli.add_debug(parser)
     return parser
 
 
@@ -100,15 +101,27 @@ def _weights_from(path):
     import torch
 
     try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise UserError(f"cannot read the weights file: {exc}".splitlines()[0], path) from exc
+        with warnings.catch_warnings():  # a file that is not a checkpoint can raise this first, before the error below
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, UnicodeDecodeError) as exc:
+        # torch's own message advises weights_only=False, i.e. running code from the file: never say that.
+        raise UserError(not_weights_message(f"cannot read it with torch.load ({type(exc).__name__})"), path) from exc
+    if not isinstance(state_dict, dict) or not all(isinstance(value, torch.Tensor) for value in state_dict.values()):
+        raise UserError(not_weights_message(f"it holds a {type(state_dict).__name__}, not a state dict of tensors"), path)
     download = fid_inception.load_state_dict_from_url
     fid_inception.load_state_dict_from_url = lambda *args, **kwargs: state_dict
     try:
         yield
     finally:
         fid_inception.load_state_dict_from_url = download
+
+
+def not_weights_message(why: str) -> str:
+    """The error line for a --weights file that is not what pytorch-fid's network loads."""
+    return (f"not an FID Inception weights file: {why}; --weights expects a state dict of pytorch-fid's FID Inception "
+            f"network such as {WEIGHTS_FILE} from pytorch-fid's releases (scripts/make_random_fid_weights.py writes a "
+            "random one for tests)")
 
 
 def load_inception(dims: int, weights, device):
@@ -123,10 +136,10 @@ def load_inception(dims: int, weights, device):
         else:
             model = InceptionV3(blocks)
     except RuntimeError as exc:  # load_state_dict: missing or unexpected keys, wrong shapes
-        raise UserError(f"not the FID Inception weights: {str(exc).splitlines()[0]}", weights or "downloaded weights") from exc
+        raise UserError(not_weights_message(str(exc).splitlines()[0]), weights or "downloaded weights") from exc
     except OSError as exc:  # the download failed (URLError is an OSError)
         raise UserError(f"cannot download the FID Inception weights ({exc}); download them elsewhere and pass "
-                        "--weights PATH", "pt_inception-2015-12-05-6726825d.pth") from exc
+                        "--weights PATH", WEIGHTS_FILE) from exc
     return model.to(device).eval()
 
 
@@ -151,10 +164,22 @@ def activations(files: list[Path], model, batch_size: int, num_workers: int, dev
 def frechet_distance(real: np.ndarray, generated: np.ndarray) -> float:
     """FID of two feature sets: pytorch-fid's formula on their means and covariances."""
     from pytorch_fid.fid_score import calculate_frechet_distance
+    from scipy.linalg import LinAlgWarning
 
     mu1, sigma1 = real.mean(axis=0), np.cov(real, rowvar=False)
     mu2, sigma2 = generated.mean(axis=0), np.cov(generated, rowvar=False)
-    return float(calculate_frechet_distance(mu1, sigma1, mu2, sigma2))
+    printed = io.StringIO()
+    with warnings.catch_warnings(record=True) as caught, redirect_stdout(printed):
+        warnings.simplefilter("always", LinAlgWarning)
+        fid = float(calculate_frechet_distance(mu1, sigma1, mu2, sigma2))
+    # scipy's warning would print raw with its source line, and pytorch-fid prints its own: say it once, plainly.
+    if printed.getvalue().strip() or any(issubclass(warning.category, LinAlgWarning) for warning in caught):
+        log.warning("the covariance matrices are ill-conditioned (fewer images than --dims %d): the FID is approximate",
+                    real.shape[1])
+    for warning in caught:
+        if not issubclass(warning.category, LinAlgWarning):
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    return fid
 
 
 def main(args):

@@ -1,8 +1,8 @@
 """Stage 4: turn the generated images you picked into a COCO dataset ready to train on.
 
-You copied the images worth keeping into ``SELECTED_DIR``: clean files or the boxed copies of
-stage 3, names unchanged, either inside their mode folder (``SELECTED_DIR/generation/3_0101.png``,
-always unambiguous) or bare (``SELECTED_DIR/3_0101.png``, accepted when only one mode folder of
+You copied the images worth keeping into ``PICKED_DIR``: clean files or the boxed copies of
+stage 3, names unchanged, either inside their mode folder (``PICKED_DIR/generation/3_0101.png``,
+always unambiguous) or bare (``PICKED_DIR/3_0101.png``, accepted when only one mode folder of
 ``GENERATED_DIR`` has that name). Only the names are read: the images written are always the
 clean files of ``GENERATED_DIR``. Writes
 
@@ -13,12 +13,12 @@ clean files of ``GENERATED_DIR``. Writes
   original file) with its source image's annotations copied under new ids, plus its provenance
   (``source_image_id``, ``generation_mode``, ``seed``, ``variant``, ``prompt``);
 - with ``--merge``, ``FINAL_DIR/train_augmented.json``: the whole original file plus the
-  generated images, whose file names are relative to ``--original_data_root`` like the others.
+  generated images, whose file names are relative to ``--images`` like the others.
 
 Example::
 
-    python finalize_selected_images.py --original_annotation coco/annotations/instances_train2017.json \\
-        --original_data_root coco/train2017 -g out -i out/selected -o out/final --merge
+    python finalize_selected_images.py -a coco/annotations/instances_train2017.json \\
+        --images coco/train2017 -g out --picked out/selected -o out/final --merge
 """
 
 import argparse
@@ -27,14 +27,15 @@ import os
 import shutil
 from pathlib import Path
 
+from cocoaug import cli
 from cocoaug.atomic import atomic_path, write_json_atomic
 from cocoaug.coco import load_coco
 from cocoaug.errors import UserError, listed
 from cocoaug.generated import list_generated, mode_folders
 from cocoaug.images import image_size
-from cocoaug.paths import refuse_same_folder, require_dir, resolve_under
+from cocoaug.paths import refuse_output_inside, require_dir, resolve_under
 from cocoaug.records import check_records_match_dataset, load_records
-from cocoaug.runtime import add_debug_flag, run_cli
+from cocoaug.runtime import run_cli
 
 log = logging.getLogger("cocoaug")
 GENERATED_SUBDIR = "generated"  # under FINAL_DIR/images/
@@ -66,23 +67,24 @@ def copied_annotation(annotation: dict, new_id: int, image_id: int) -> dict:
 # ---------------------------------------------------------------- arguments
 
 
-def parse_args(argv=None):
-    return build_parser().parse_args(argv)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                                     epilog="Selected names: SELECTED_DIR/<mode>/<name> always works; a bare SELECTED_DIR/<name> "
+    parser = cli.new_parser(__doc__, epilog="Picked names: PICKED_DIR/<mode>/<name> always works; a bare PICKED_DIR/<name> "
                                             "only when one mode folder has that name (generation/ and inpainting/ use the same names).")
-    parser.add_argument("--original_annotation", required=True, help="the COCO annotation file the records came from")
-    parser.add_argument("--original_data_root", required=True, help="folder of the original images (file_name is relative to it)")
-    parser.add_argument("-g", "--generated", required=True, help="stage 2's OUT_DIR (holding generation/ and/or inpainting/), or one of those folders")
-    parser.add_argument("-i", "--selected", required=True, help="SELECTED_DIR: the images you picked, bare or in <mode>/ folders, names unchanged")
-    parser.add_argument("-o", "--output", required=True, help="FINAL_DIR: images/ and annotations.json go there")
-    parser.add_argument("-p", "--prompts", help="stage-1 records (blip2_post.json); if given, a generated image gets only the annotations of the boxes it was made from")
+    cli.add_annotations(parser, help="the COCO annotation file the records came from",
+                        aliases=("--original_annotation", "--original-annotation"))
+    # -i stays the picked folder here (see --picked): giving it a new meaning would silently break old commands.
+    cli.add_images(parser, short=False, aliases=("--original_data_root", "--original-data-root"),
+                   help="folder of the original images (file_name is relative to it)")
+    cli.add_generated(parser)
+    cli.add_picked(parser, aliases=("-i", "--selected"),
+                   help="the images you picked, bare or in <mode>/ folders, names unchanged "
+                        "(-i and --selected: the old spellings, kept for old commands)")
+    cli.add_output(parser, metavar="FINAL_DIR", help="images/ and annotations.json go there")
+    cli.add_records(parser, required=False,
+                    help="stage-1 records (blip2_post.json); if given, a generated image gets only the annotations of the boxes it was made from")
     parser.add_argument("--merge", action="store_true", help="also write FINAL_DIR/train_augmented.json: the whole original file plus the generated images")
-    parser.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run")
-    add_debug_flag(parser)
+    cli.add_overwrite(parser, help="replace the outputs of an earlier run")
+    cli.add_debug(parser)
     return parser
 
 
@@ -90,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def read_selection(selected_dir: Path, folders: dict[str, Path]) -> list:
-    """The generated images named in SELECTED_DIR, sorted by (mode, name); unknown or ambiguous names are an error."""
+    """The generated images named in PICKED_DIR, sorted by (mode, name); unknown or ambiguous names are an error."""
     catalogue = {mode: {image.file_name: image for image in list_generated(folder, mode)[0]} for mode, folder in folders.items()}
     chosen, unknown, ambiguous = {}, [], []
     for path in sorted(selected_dir.rglob("*")):
@@ -115,7 +117,7 @@ def read_selection(selected_dir: Path, folders: dict[str, Path]) -> list:
                         listed(unknown))
     if ambiguous:
         raise UserError(f"{len(ambiguous)} selected name(s) exist in several mode folders ({', '.join(catalogue)}); "
-                        f"put each in SELECTED_DIR/<mode>/ as in the boxes folder", listed(ambiguous))
+                        f"put each in PICKED_DIR/<mode>/ as in the boxes folder", listed(ambiguous))
     if not chosen:
         raise UserError("no selected images: copy the images to keep into this folder", selected_dir)
     return [chosen[key] for key in sorted(chosen)]
@@ -261,23 +263,22 @@ def main(args):
     annotations_path = final_dir / "annotations.json"
     if annotations_path.exists() and not args.overwrite:
         raise UserError("the output folder holds an earlier result; use --overwrite to replace it", annotations_path)
-    coco = load_coco(args.original_annotation)
-    images_dir = require_dir(args.original_data_root, "image folder")
-    selected_dir = require_dir(args.selected, "folder of selected images")
+    coco = load_coco(args.annotations)
+    images_dir = require_dir(args.images, "image folder")
+    selected_dir = require_dir(args.picked, "folder of picked images")
     folders = mode_folders(args.generated)
     final_images = final_dir / "images"
-    refuse_same_folder(final_dir, images_dir, selected_dir, args.generated, *folders.values())
-    refuse_same_folder(final_images, images_dir)
-    for mode, folder in folders.items():
-        refuse_same_folder(final_images / GENERATED_SUBDIR / mode, folder)
+    written = [final_dir, final_images, *(final_images / GENERATED_SUBDIR / mode for mode in folders)]
+    refuse_output_inside(written, {"image folder": images_dir, "folder of picked images": selected_dir,
+                                   **{f"{mode} folder": folder for mode, folder in folders.items()}})
     records_by_id = {}
-    if args.prompts:
-        records = load_records(args.prompts, require_text=False)
-        check_records_match_dataset(records, coco, args.prompts)
+    if args.records:
+        records = load_records(args.records, require_text=False)
+        check_records_match_dataset(records, coco, args.records)
         records_by_id = {record["image_id"]: record for record in records}
 
     selection = read_selection(selected_dir, folders)
-    check_selection(selection, coco, records_by_id, args.prompts)
+    check_selection(selection, coco, records_by_id, args.records)
     copies = plan_copies(selection, coco, images_dir, final_images)
     final, new_images, new_annotations = build_annotations(selection, coco, records_by_id)
 

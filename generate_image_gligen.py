@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cocoaug import cli
 from cocoaug.atomic import remove_temp_files
 from cocoaug.coco import load_coco
 from cocoaug.errors import UserError, listed
@@ -41,9 +42,9 @@ from cocoaug.generated import (
     save_generated_png, settings_differences,
 )
 from cocoaug.images import image_size, open_rgb
-from cocoaug.paths import refuse_same_folder, require_dir, resolve_under
+from cocoaug.paths import refuse_output_inside, require_dir, resolve_under
 from cocoaug.records import check_records_match_dataset, load_records
-from cocoaug.runtime import add_debug_flag, check_model_source, resolve_device, resolve_dtype, run_cli
+from cocoaug.runtime import check_model_source, resolve_device, resolve_dtype, run_cli
 
 log = logging.getLogger("cocoaug")
 
@@ -143,13 +144,13 @@ def paste_background(original: Image.Image, generated: Image.Image, boxes_xyxy_n
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = cli.new_parser(__doc__)
     parser.add_argument("--mode", choices=["generation", "inpainting"], required=True, help="draw new pictures, or repaint the boxes of the originals")
-    parser.add_argument("-i", "--images", required=True, help="folder of the original images (records' file_name is relative to it)")
-    parser.add_argument("-p", "--prompts", required=True, help="stage-1 records, OUT_DIR/blip2_post.json")
-    parser.add_argument("-o", "--output", required=True, help="images go to OUTPUT/<mode>/ (not the image folder)")
-    parser.add_argument("-a", "--annotations", help="COCO annotation file; if given, every record's image_id must be in it")
-    parser.add_argument("--model", help="GLIGEN checkpoint, hub id or local folder (default: masterful/gligen-1-4-<mode>-text-box)")
+    cli.add_images(parser)
+    cli.add_records(parser)
+    cli.add_output(parser, help="images go to OUT_DIR/<mode>/ (not inside the image folder)")
+    cli.add_annotations(parser, required=False, help="COCO annotation file; if given, every record's image_id must be in it")
+    cli.add_model(parser, help="GLIGEN checkpoint, hub id or local folder (default: masterful/gligen-1-4-<mode>-text-box)")
     parser.add_argument("--scheduler", help="diffusers scheduler class, e.g. DDIMScheduler, EulerDiscreteScheduler, DPMSolverMultistepScheduler (default: the checkpoint's)")
     parser.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
     parser.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance; 1 or less turns it off (default 7.5)")
@@ -161,15 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--feather", type=float, default=4.0, help="with --keep-background: pixels inside each box edge over which the generated part fades in (default 4)")
     parser.add_argument("--variants", type=int, default=1, help="images per record; K > 1 names them <name>_<k>.png (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="each image's seed comes from (seed, image_id, variant) (default 0)")
-    parser.add_argument("--batch-size", type=int, default=4, help="images per sampling batch, per process (default 4)")
-    parser.add_argument("--limit", type=int, help="use only the first N records of the prompts file")
-    parser.add_argument("--skip-missing", action="store_true", help="skip records whose image file is missing instead of stopping")
+    cli.add_batch_size(parser, default=4, help="images per sampling batch, per process")
+    cli.add_limit(parser, help="use only the first N records of the records file")
+    cli.add_skip_missing(parser, help="skip records whose image file is missing instead of stopping")
     parser.add_argument("--overwrite", action="store_true", help="remake images that exist already")
     parser.add_argument("--keep-existing", action="store_true", help="keep existing images made with other settings as they are and make only the missing ones (without it, a run stops on them)")
-    parser.add_argument("--device", default="auto", help="auto (default: cuda, then mps, then cpu), cuda, cuda:N, mps or cpu")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float16", "bfloat16", "float32"], help="auto: float16 on CUDA, float32 elsewhere")
+    cli.add_device(parser)
     parser.add_argument("--channels-last", action="store_true", help="channels-last memory format for UNet and VAE (often faster on CUDA)")
-    add_debug_flag(parser)
+    cli.add_debug(parser)
     return parser
 
 
@@ -361,12 +361,11 @@ def main(args):
     check_args(args)
     rank, world_size = distributed_rank()
     images_dir = require_dir(args.images, "image folder")
-    records = load_records(args.prompts)
+    records = load_records(args.records)
     if args.annotations:
-        check_records_match_dataset(records, load_coco(args.annotations, annotation_dicts=False), args.prompts)
+        check_records_match_dataset(records, load_coco(args.annotations, annotation_dicts=False), args.records)
     out_dir = Path(args.output) / args.mode
-    refuse_same_folder(args.output, images_dir)
-    refuse_same_folder(out_dir, images_dir)
+    refuse_output_inside([args.output, out_dir], {"image folder": images_dir})
     model = check_model_source(args.model or f"masterful/gligen-1-4-{args.mode}-text-box")
 
     from cocoaug.gligen_sampler import GligenSampler, check_gligen_model, load_components, native_size_of, scheduler_class_for

@@ -28,15 +28,16 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from cocoaug import cli
 from cocoaug.captions import apply_rules, count_phrase, load_rules, tidy_caption, word_pattern
 from cocoaug.atomic import atomic_path, write_csv_atomic, write_json_atomic
 from cocoaug.boxes import clip_xywh, xywh_pixels_to_xyxy_norm
 from cocoaug.coco import load_coco
 from cocoaug.errors import UserError, listed
 from cocoaug.images import open_rgb
-from cocoaug.paths import refuse_same_folder, require_dir, resolve_under
+from cocoaug.paths import check_relative_name, refuse_output_inside, require_dir, resolve_under
 from cocoaug.records import RECORD_FIELDS
-from cocoaug.runtime import add_debug_flag, check_model_source, model_load_errors, resolve_device, resolve_dtype, run_cli
+from cocoaug.runtime import check_model_source, model_load_errors, resolve_device, resolve_dtype, run_cli
 
 log = logging.getLogger("generate_prompt_blip2")
 PARTIAL_NAME = "blip2.partial.jsonl"
@@ -95,10 +96,10 @@ def parse_args(argv=None):
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface; every default is here."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-i", "--images", required=True, metavar="IMAGES_DIR", help="folder the COCO file_names are relative to")
-    p.add_argument("-a", "--annotations", required=True, metavar="ANNOTATIONS.json", help="COCO annotation file")
-    p.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="output folder (not the image folder)")
+    p = cli.new_parser(__doc__)
+    cli.add_images(p, help="folder the COCO file_names are relative to")
+    cli.add_annotations(p, help="COCO annotation file")
+    cli.add_output(p, help="output folder (not inside the image folder)")
     g = p.add_argument_group("selection (see select_images)")
     g.add_argument("--max-objects", type=int, default=6, metavar="N", help="skip images with more than N boxes (default 6)")
     g.add_argument("--allow-multi-category", action="store_true", help="also select images whose boxes are of several categories")
@@ -106,28 +107,26 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--min-box-area", type=float, default=0.0, metavar="PIXELS",
                    help="skip images with a box smaller than PIXELS after clipping to the image (default 0: "
                         "every box must keep a positive area)")
-    g.add_argument("--limit", type=int, metavar="N", help="keep only the first N selected images by image_id")
+    cli.add_limit(g, help="keep only the first N selected images by image_id")
     g.add_argument("--select-only", action="store_true",
                    help="write OUT_DIR/selection.json and the summary, then stop: no model is loaded, no image is read "
                         "(sizes come from the annotation file; missing files are found by the full run)")
     g = p.add_argument_group("captioning")
-    g.add_argument("--model", default="Salesforce/blip2-opt-2.7b", help="BLIP-2 hub id or local folder (default %(default)s)")
-    g.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"], help="default auto: cuda, mps, then cpu")
-    g.add_argument("--dtype", default="auto", choices=["auto", "float16", "bfloat16", "float32"],
-                   help="model dtype (default auto: float16 on CUDA, float32 elsewhere)")
+    cli.add_model(g, default="Salesforce/blip2-opt-2.7b", help="BLIP-2 hub id or local folder (default %(default)s)")
+    cli.add_device(g)
     g.add_argument("--load-in-8bit", action="store_true", help="load the model in 8 bits (needs the bitsandbytes package)")
-    g.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per generate call (default 8)")
+    cli.add_batch_size(g, default=8, help="images per generate call")
     g.add_argument("--max-new-tokens", type=int, default=30, metavar="N", help="caption length limit in tokens (default 30)")
     g.add_argument("--prompt", default="", metavar="TEXT", help='text the caption continues, e.g. "a photo of" (not part of the caption)')
-    g.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1), metavar="N", help="image decoding processes (default min(4, CPUs))")
-    g.add_argument("--skip-missing", action="store_true", help="skip (warn and count) missing or unreadable images instead of stopping")
+    cli.add_num_workers(g, default=min(4, os.cpu_count() or 1), default_text="min(4, CPUs)")
+    cli.add_skip_missing(g, help="skip (warn and count) missing or unreadable images instead of stopping")
     g = p.add_argument_group("post-processing (see post_process)")
     g.add_argument("--rules", metavar="FILE", help='JSON list of {"pattern", "replacement", "regex": bool, "labels": [...]}, applied in order')
     g.add_argument("--missing-label", default="prepend", choices=["drop", "prepend", "keep"],
                    help='caption not naming the label: drop the record, prepend e.g. "two cats, " (default), or keep it')
     g.add_argument("--forbid", metavar="WORD[,WORD...]", help="drop captions containing one of these words (whole word or plural)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    add_debug_flag(p)
+    cli.add_overwrite(p)
+    cli.add_debug(p)
     return p
 
 
@@ -140,7 +139,7 @@ def check_arguments(args):
     if args.num_workers < 0 or args.min_box_area < 0:
         raise UserError("must not be negative", "--num-workers / --min-box-area")
     args.images, args.output = require_dir(args.images, "image folder"), Path(args.output)
-    refuse_same_folder(args.output, args.images)
+    refuse_output_inside([args.output, args.output / "selected"], {"image folder": args.images})
     args.categories = split_list(args.categories)
     args.forbid = split_list(args.forbid)
     args.rules = load_rules(args.rules)
@@ -442,6 +441,8 @@ def main(args):
     summary["selected"] = len(selected_ids)
     records, pixel_boxes = build_records(dataset, table, selected_ids)
     if args.select_only:
+        for record in records:  # as the full run would refuse them, without reading a file
+            check_relative_name(record["file_name"])
         write_records(args.output / "selection.json", records, csv=False)
         summary["written to selection.json"] = len(records)
         print_summary(summary)

@@ -1,31 +1,29 @@
 """The command-line vocabulary every script shares: one long name for one thing, defined once.
 
-| flag | meaning |
-|---|---|
-| ``-i/--images`` | folder of the original images (COCO ``file_name`` is relative to it) |
-| ``-a/--annotations`` | the original COCO annotation file |
-| ``-p/--records`` | stage-1 records, ``OUT_DIR/blip2_post.json`` (old spelling ``--prompts``) |
-| ``-g/--generated`` | stage 2's OUT_DIR (holding ``generation/`` and/or ``inpainting/``) |
-| ``-o/--output`` | where this script writes (never inside a folder it reads pictures from) |
-| ``--model``, ``--device``, ``--dtype``, ``--batch-size``, ``--num-workers`` | models and hardware |
-| ``--limit``, ``--seed``, ``--skip-missing``, ``--overwrite``, ``--debug`` | how the run goes |
+docs/cli.md has the table of every flag, the scripts that take it and the old spellings kept.
+Each ``add_*`` function takes a parser or an argument group.
 """
 
 import argparse
+import re
 
 DEVICE_HELP = "auto (default: cuda, then mps, then cpu), cuda, cuda:N, mps or cpu"
+DEVICE_NAME = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 DTYPES = ["auto", "float16", "bfloat16", "float32"]
 
 
-def new_parser(doc: str) -> argparse.ArgumentParser:
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The one help layout of every script: the description as written, defaults stated in each help text."""
+
+
+def new_parser(doc: str, epilog: str | None = None) -> argparse.ArgumentParser:
     """A parser whose description is the first paragraph of the script's docstring."""
-    return argparse.ArgumentParser(
-        description=doc.strip().split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    return argparse.ArgumentParser(description=doc.strip().split("\n\n")[0], epilog=epilog, formatter_class=HelpFormatter)
 
 
-def add_images(parser, required: bool = True, help: str = "folder of the original images (records' file_name is relative to it)", short: bool = True, aliases=()):
-    """``-i/--images IMAGES_DIR``."""
+def add_images(parser, required: bool = True, help: str = "folder of the original images (records' file_name is relative to it)",
+               short: bool = True, aliases=()):
+    """``-i/--images IMAGES_DIR``; ``short=False`` leaves ``-i`` to a script that gave it another meaning."""
     names = (["-i"] if short else []) + ["--images", *aliases]
     parser.add_argument(*names, dest="images", required=required, metavar="IMAGES_DIR", help=help)
 
@@ -45,6 +43,11 @@ def add_generated(parser, required: bool = True, help: str = "stage 2's OUT_DIR 
     parser.add_argument("-g", "--generated", dest="generated", required=required, metavar="GENERATED_DIR", help=help)
 
 
+def add_picked(parser, help: str, aliases=()):
+    """``--picked PICKED_DIR``: the generated images the user chose to keep."""
+    parser.add_argument("--picked", *aliases, dest="picked", required=True, metavar="PICKED_DIR", help=help)
+
+
 def add_output(parser, help: str, required: bool = True, metavar: str = "OUT_DIR"):
     """``-o/--output``."""
     parser.add_argument("-o", "--output", dest="output", required=required, metavar=metavar, help=help)
@@ -55,10 +58,18 @@ def add_model(parser, help: str, default=None):
     parser.add_argument("--model", default=default, metavar="ID_OR_FOLDER", help=help)
 
 
-def add_device(parser):
-    """``--device`` and ``--dtype``."""
-    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
-    parser.add_argument("--dtype", default="auto", choices=DTYPES, help="auto: float16 on CUDA, float32 elsewhere")
+def device_name(text: str) -> str:
+    """argparse type of ``--device``: refuse a name torch would not take, at parse time."""
+    if not DEVICE_NAME.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: use {DEVICE_HELP}")
+    return text
+
+
+def add_device(parser, dtype: bool = True):
+    """``--device`` and (unless ``dtype=False``) ``--dtype``."""
+    parser.add_argument("--device", default="auto", type=device_name, help=DEVICE_HELP)
+    if dtype:
+        parser.add_argument("--dtype", default="auto", choices=DTYPES, help="auto (default): float16 on CUDA, float32 elsewhere")
 
 
 def add_batch_size(parser, default: int, help: str):
@@ -66,14 +77,20 @@ def add_batch_size(parser, default: int, help: str):
     parser.add_argument("--batch-size", type=int, default=default, metavar="N", help=f"{help} (default {default})")
 
 
-def add_num_workers(parser, default: int):
+def add_num_workers(parser, default: int, default_text: str | None = None):
     """``--num-workers N``: processes that decode images."""
-    parser.add_argument("--num-workers", type=int, default=default, metavar="N", help=f"processes that decode images (default {default})")
+    parser.add_argument("--num-workers", type=int, default=default, metavar="N",
+                        help=f"processes that decode images (default {default_text or default})")
 
 
 def add_limit(parser, help: str):
     """``--limit N``."""
     parser.add_argument("--limit", type=int, metavar="N", help=help)
+
+
+def add_skip_missing(parser, help: str):
+    """``--skip-missing``: warn about and count missing images instead of stopping."""
+    parser.add_argument("--skip-missing", action="store_true", help=help)
 
 
 def add_overwrite(parser, help: str = "replace outputs of an earlier run instead of keeping them"):

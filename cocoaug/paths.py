@@ -6,11 +6,10 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from cocoaug.errors import UserError
 
 
-def resolve_under(root, relative: str, what: str = "file_name") -> Path:
-    """Join ``relative`` (a COCO ``file_name``) to ``root``, refusing escapes.
+def check_relative_name(relative: str, what: str = "file_name") -> PurePosixPath:
+    """Refuse a ``file_name`` that is not a plain relative path: absolute, a drive letter, or ``..``.
 
-    Absolute paths, drive letters and ``..`` that climb out of ``root`` are refused, and so
-    is a symbolic link inside ``root`` that points outside it.
+    Only the name is looked at; no file is touched.
     """
     if not isinstance(relative, str) or not relative.strip():
         raise UserError(f"{what} must be a non-empty string", repr(relative))
@@ -19,6 +18,16 @@ def resolve_under(root, relative: str, what: str = "file_name") -> Path:
         raise UserError(f"{what} is an absolute path; it must be relative to the image folder", relative)
     if ".." in posix.parts:
         raise UserError(f"{what} climbs out of the image folder with '..'", relative)
+    return posix
+
+
+def resolve_under(root, relative: str, what: str = "file_name") -> Path:
+    """Join ``relative`` (a COCO ``file_name``) to ``root``, refusing escapes.
+
+    Absolute paths, drive letters and ``..`` that climb out of ``root`` are refused, and so
+    is a symbolic link inside ``root`` that points outside it.
+    """
+    posix = check_relative_name(relative, what)
     root = Path(root)
     path = root.joinpath(*posix.parts)
     real_root = os.path.realpath(root)
@@ -48,14 +57,22 @@ def require_file(path, what: str) -> Path:
     return path
 
 
-def refuse_same_folder(output, *inputs):
-    """Refuse an output folder that is, or lies inside, one of the input folders or files' folders."""
-    out = os.path.realpath(output)
-    for given in inputs:
-        if given is None:
-            continue
-        folder = os.path.realpath(given)
-        if os.path.isfile(folder):
-            folder = os.path.dirname(folder)
-        if out == folder:
-            raise UserError("the output folder must differ from the input folder", output)
+def refuse_output_inside(outputs, picture_folders: dict):
+    """Refuse an output folder that is, or lies inside, a folder the script reads pictures from.
+
+    ``outputs``: the folders the script writes (one path or several); ``picture_folders``: a
+    description such as ``"image folder"`` -> folder. Links count: both sides are resolved. A
+    folder that merely holds an input *file* (``out/`` holding ``out/blip2_post.json``) is not a
+    picture folder and is never passed here.
+    """
+    outputs = [outputs] if isinstance(outputs, (str, os.PathLike)) else list(outputs)
+    for output in outputs:
+        real_output = os.path.realpath(output)
+        for what, folder in picture_folders.items():
+            if folder is None:
+                continue
+            real_folder = os.path.realpath(folder)
+            if os.path.commonpath([real_folder, real_output]) == real_folder:
+                where = "is" if real_output == real_folder else "lies inside"
+                raise UserError(f"the output folder {output} {where} the {what} {folder}, which this script reads "
+                                "pictures from: choose an output folder outside it", f"-o {outputs[0]}")

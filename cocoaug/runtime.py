@@ -5,7 +5,10 @@ import argparse
 import logging
 import os
 import re
+import socket
 import sys
+import threading
+from urllib.parse import urlparse
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -13,11 +16,7 @@ from cocoaug.errors import UserError
 
 log = logging.getLogger("cocoaug")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def add_debug_flag(parser: argparse.ArgumentParser):
-    """Add ``--debug``: show tracebacks of user errors and debug logging."""
-    parser.add_argument("--debug", action="store_true", help="show the full traceback of errors and debug logs")
+HUB_TIMEOUT_S = 5.0  # to open a connection to the hub before a hub id is loaded
 
 
 def run_cli(main, parser: argparse.ArgumentParser, argv=None):
@@ -28,6 +27,8 @@ def run_cli(main, parser: argparse.ArgumentParser, argv=None):
         format="%(levelname)s: %(message)s",
         stream=sys.stderr,
     )
+    # huggingface_hub prints its warnings with its own handler; passing them to ours too printed each twice.
+    logging.getLogger("huggingface_hub").propagate = False
     try:
         main(args)
     except UserError as exc:
@@ -91,7 +92,62 @@ def check_model_source(model: str) -> str:
         return str(path)
     if not HUB_ID.match(model):
         raise UserError("model folder does not exist", model)
+    check_hub_reachable(model)
     return model
+
+
+def _is_true(value) -> bool:
+    return str(value or "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _can_connect(host: str, port: int, timeout_s: float) -> str | None:
+    """None if a TCP connection to ``host:port`` opens within ``timeout_s``, else why not.
+
+    Name resolution has no timeout of its own, so the attempt runs in a thread we stop waiting for.
+    """
+    outcome = ["no answer within %g s" % timeout_s]
+
+    def attempt():
+        try:
+            socket.create_connection((host, port), timeout=timeout_s).close()
+            outcome[0] = None
+        except OSError as exc:
+            outcome[0] = exc.strerror or str(exc)
+
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return outcome[0]
+
+
+def check_hub_reachable(model: str, timeout_s: float = HUB_TIMEOUT_S):
+    """Fail fast, with one clear line, when a hub id must be downloaded and the hub cannot be reached.
+
+    Without this, huggingface_hub retries for about 30 s before the load fails. A model already
+    in the local cache is used offline (as with HF_HUB_OFFLINE=1).
+    """
+    if _is_true(os.environ.get("HF_HUB_OFFLINE")) or _is_true(os.environ.get("TRANSFORMERS_OFFLINE")):
+        return
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    problem = _can_connect(endpoint.hostname or "", endpoint.port or (443 if endpoint.scheme == "https" else 80), timeout_s)
+    if problem is None:
+        return
+    if _in_local_cache(model):
+        log.warning("the hub (%s) cannot be reached (%s): using %s from the local cache", endpoint.geturl(), problem, model)
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        if "huggingface_hub.constants" in sys.modules:  # read at import: set the imported value too
+            sys.modules["huggingface_hub.constants"].HF_HUB_OFFLINE = True
+        return
+    raise UserError(f"cannot reach the hub ({endpoint.geturl()}: {problem}) and the model is not in the local cache; "
+                    "connect to the internet, or pass --model with a local folder", model)
+
+
+def _in_local_cache(model: str) -> bool:
+    """True if huggingface_hub's cache holds a snapshot of the hub repository ``model``."""
+    hub_cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface"), "hub")
+    snapshots = Path(hub_cache) / ("models--" + model.replace("/", "--")) / "snapshots"
+    return snapshots.is_dir() and any(snapshots.iterdir())
 
 
 @contextmanager

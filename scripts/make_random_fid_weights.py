@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cocoaug.atomic import atomic_path  # noqa: E402
+from cocoaug import cli  # noqa: E402
 from cocoaug.runtime import run_cli  # noqa: E402
 
 SEED = 0
@@ -26,9 +27,10 @@ SEED = 0
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.new_parser(__doc__)
     parser.add_argument("output", type=Path, metavar="FILE", help="the .pth file to write")
-    parser.add_argument("--overwrite", action="store_true", help="rewrite FILE even if it exists")
+    cli.add_overwrite(parser, help="rewrite FILE even if it exists")
+    cli.add_debug(parser)
     return parser
 
 

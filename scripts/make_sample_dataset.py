@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cocoaug.atomic import atomic_path, save_image_atomic  # noqa: E402
 from cocoaug.errors import UserError  # noqa: E402
+from cocoaug import cli  # noqa: E402
 from cocoaug.runtime import run_cli  # noqa: E402
 
 CATEGORIES = {"ball": 3, "box": 7, "kite": 12, "star": 20}
@@ -101,9 +102,10 @@ DEFAULT_SELECTION = [101, 102, 105, 106, 110, 111, 117]
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.new_parser(__doc__)
     parser.add_argument("output", type=Path, metavar="DIR", help="folder to write DIR/images/ and DIR/annotations.json to")
-    parser.add_argument("--overwrite", action="store_true", help="rewrite the set even if DIR/annotations.json exists")
+    cli.add_overwrite(parser, help="rewrite the set even if DIR/annotations.json exists")
+    cli.add_debug(parser)
     return parser
 
 

@@ -20,7 +20,8 @@ target and renamed into place. Without --overwrite a complete existing folder is
 """
 
 import argparse
-import os
+import contextlib
+import logging
 import shutil
 import sys
 import tempfile
@@ -32,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cocoaug.atomic import UMASK  # noqa: E402
 from cocoaug.errors import UserError  # noqa: E402
+from cocoaug import cli  # noqa: E402
 from cocoaug.runtime import run_cli  # noqa: E402
 
 SEED = 0
@@ -57,9 +59,10 @@ CAPTIONS = [
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.new_parser(__doc__)
     parser.add_argument("output", type=Path, metavar="DIR", help="folder to write DIR/blip2, DIR/gligen-generation and DIR/gligen-inpainting to")
-    parser.add_argument("--overwrite", action="store_true", help="rebuild the models even if their folders exist")
+    cli.add_overwrite(parser, help="rebuild the models even if their folders exist")
+    cli.add_debug(parser)
     return parser
 
 
@@ -145,6 +148,20 @@ def build_clip_tokenizer():
     return CLIPTokenizer(vocab={token: i for i, token in enumerate(tokens)}, merges=merges, model_max_length=77)
 
 
+@contextlib.contextmanager
+def without_log_line(logger_name: str, start: str):
+    """Drop the records of one logger whose message starts with ``start``; every other record passes."""
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(start)
+
+    logger = logging.getLogger(logger_name)
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
+
+
 def build_gligen(folder: Path, mode: str):
     """Save a tiny StableDiffusionGLIGENPipeline (text-box) for ``mode`` ("generation" or "inpainting") to ``folder``."""
     import torch
@@ -171,8 +188,10 @@ def build_gligen(folder: Path, mode: str):
     # Stable Diffusion 1.4's scheduler, as in the masterful checkpoints.
     scheduler = PNDMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1)
-    pipeline = StableDiffusionGLIGENPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-                                             safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    # Building the pipeline is how a checkpoint folder is written; its "deprecated" notice says nothing to the user here.
+    with without_log_line("diffusers.pipelines.pipeline_utils", "The StableDiffusionGLIGENPipeline has been deprecated"):
+        pipeline = StableDiffusionGLIGENPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                                                 safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipeline.save_pretrained(folder)
 
 

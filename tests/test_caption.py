@@ -4,8 +4,6 @@ outputs, sizes, missing and corrupt files, model errors."""
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np

@@ -135,8 +135,10 @@ def test_resume_keeps_existing_copies_and_overwrite_redraws(tmp_path, stage_outp
     result = run_draw(*args)
     assert result.returncode == 0 and "drawn 0, skipped as existing 16" in result.stdout
     assert "overviews written 0" in result.stdout and Image.open(marked).size == (3, 3)
+    assert "overviews:" not in result.stderr and "boxes:" not in result.stderr, result.stderr  # no empty progress bars
     result = run_draw(*args, "--overwrite")
     assert result.returncode == 0 and "drawn 16" in result.stdout and Image.open(marked).size != (3, 3)
+    assert "overviews: 100%" in result.stderr and "boxes: 100%" in result.stderr, result.stderr
 
 
 def test_one_mode_folder_boxes_from_manifest_and_any_image_mode(tmp_path, stage_outputs):
@@ -185,8 +187,8 @@ def test_without_manifest_boxes_come_from_the_records(tmp_path, stage_outputs):
     ("bad json", "prompts file is not valid JSON"),
     ("not a list", "must be a JSON list of stage-1 records"),
     ("unknown id", "which is not in the prompts file"),
-    ("output is input", "must differ from the input folder"),
-    ("output over a mode folder", "must differ from the input folder"),
+    ("output is input", "/out/generation is the generation folder"),
+    ("output over a mode folder", "/out/generation is the generation folder"),
     ("no generated images", "no generated images"),
     ("missing original", "original image of image_id"),
 ])

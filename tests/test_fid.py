@@ -2,7 +2,9 @@
 same figure as a direct scipy computation on the same features, offline weights, clear errors.
 A random-weight FID Inception saved locally stands in for the real weights: nothing is downloaded."""
 
+import argparse
 import json
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -112,6 +114,29 @@ def test_standard_2048_features_and_a_warning_for_few_images(tmp_path, fid_weigh
     assert result.returncode == 0, result.stderr
     assert "dims 2048; 2 real, 3 generated" in result.stdout
     assert "has 2 images, fewer than the 2048 feature dimensions" in result.stderr
+    # scipy's LinAlgWarning (and pytorch-fid's print) become one plain line, without a source line.
+    assert "LinAlgWarning" not in result.stderr and "warnings.warn" not in result.stderr, result.stderr
+    assert "singular product" not in result.stdout, result.stdout
+    assert result.stderr.count("the FID is approximate") <= 1
+
+
+def test_a_singular_covariance_product_is_one_plain_warning_line():
+    """scipy's LinAlgWarning would print raw with its source line; it becomes one log line (real stderr)."""
+    code = (
+        "import logging, sys, numpy as np, warnings\n"
+        "logging.basicConfig(format='%(levelname)s: %(message)s')\n"
+        "warnings.simplefilter('ignore', DeprecationWarning)\n"
+        "import evaluate_fid\n"
+        "rng = np.random.RandomState(0)\n"
+        "real, generated = rng.rand(3, 64), rng.rand(4, 64)\n"
+        "real[:, :32] = generated[:, :32] = 0  # dead features, as Inception's ReLUs give: a singular product\n"
+        "print(evaluate_fid.frechet_distance(real, generated))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "WARNING: the covariance matrices are ill-conditioned (fewer images than --dims 64): the FID is approximate"], result.stderr
+    assert np.isfinite(float(result.stdout.strip().splitlines()[-1]))
 
 
 def test_bad_inputs_end_with_one_error_line(tmp_path, folders, fid_weights):
@@ -126,8 +151,8 @@ def test_bad_inputs_end_with_one_error_line(tmp_path, folders, fid_weights):
     cases = [
         (["-r", tmp_path / "nowhere", "-g", generated, *weights], "image folder does not exist"),
         (["-r", tmp_path / "one", "-g", generated, *weights], "needs at least 2 images"),
-        (["-r", real, "-g", generated, "--weights", tmp_path / "other.pth"], "not the FID Inception weights"),
-        (["-r", real, "-g", generated, "--weights", tmp_path / "broken.pth"], "cannot read the weights file"),
+        (["-r", real, "-g", generated, "--weights", tmp_path / "other.pth"], "not an FID Inception weights file"),
+        (["-r", real, "-g", generated, "--weights", tmp_path / "broken.pth"], "not an FID Inception weights file"),
         (["-r", real, "-g", generated, "--weights", tmp_path / "absent.pth"], "weights file does not exist"),
         (["-r", real, "-g", generated, *weights, "--output", tmp_path / "exists.json"], "use --overwrite"),
         (["-r", real, "-g", generated, *weights, "--batch-size", 0], "must be a positive integer"),
@@ -140,6 +165,27 @@ def test_bad_inputs_end_with_one_error_line(tmp_path, folders, fid_weights):
     assert (tmp_path / "exists.json").read_text() == "{}"
     result = run_fid("-r", real, "-g", generated, *weights, "--output", tmp_path / "exists.json", "--overwrite")
     assert result.returncode == 0 and json.loads((tmp_path / "exists.json").read_text())["dims"] == 64
+
+
+@pytest.mark.parametrize("kind", ["json", "text", "pickled namespace", "saved list"])
+def test_a_weights_file_of_another_kind_says_what_is_expected(tmp_path, folders, kind):
+    real, generated = folders
+    weights = tmp_path / ("some.json" if kind == "json" else "weights.pth")
+    if kind == "json":
+        weights.write_text('{"fc.weight": [1, 2]}')
+    elif kind == "text":
+        weights.write_text("pt_inception weights\n")
+    elif kind == "pickled namespace":
+        weights.write_bytes(pickle.dumps(argparse.Namespace(weights=1)))
+    else:
+        torch.save([torch.zeros(2)], weights)
+    result = run_fid("-r", real, "-g", generated, "--weights", weights, "--num-workers", 0, "--dims", 64)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: not an FID Inception weights file: "), result.stderr
+    assert lines[0].endswith(f"({weights})")
+    assert "pt_inception-2015-12-05-6726825d.pth" in lines[0] and "scripts/make_random_fid_weights.py" in lines[0]
+    assert "weights_only" not in result.stderr  # torch's advice to turn it off would run code from the file
 
 
 def test_help_and_docs_name_every_flag():

@@ -204,7 +204,7 @@ def test_help_and_docs_name_every_flag():
     ("not coco", "not a COCO annotation file"),
     ("prompts not records", "must be a JSON list of stage-1 records"),
     ("prompts id unknown", "of the prompts file is not in"),
-    ("output is input", "must differ from the input folder"),
+    ("output is input", "/selected is the folder of picked images"),
     ("missing original", "original image of image_id"),
     ("wrong size", "its boxes would not fit"),
     ("source not in annotations", "which is not in the annotation file"),

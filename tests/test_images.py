@@ -8,7 +8,7 @@ from PIL import Image
 
 from cocoaug.errors import UserError
 from cocoaug.images import open_rgb
-from cocoaug.paths import refuse_same_folder, resolve_under
+from cocoaug.paths import refuse_output_inside, resolve_under
 
 
 @pytest.mark.parametrize(
@@ -65,7 +65,13 @@ def test_link_out_of_the_root_is_refused(tmp_path):
     assert resolve_under(root, "sub dir/café.png") == root / "sub dir" / "café.png"
 
 
-def test_output_equal_to_input_is_refused(tmp_path):
-    with pytest.raises(UserError, match="must differ"):
-        refuse_same_folder(tmp_path / "." , tmp_path)
-    refuse_same_folder(tmp_path / "out", tmp_path)
+def test_output_equal_to_or_inside_a_picture_folder_is_refused(tmp_path):
+    images = tmp_path / "images"
+    (images / "sub").mkdir(parents=True)
+    os.symlink(images, tmp_path / "link")
+    for output in (images / ".", images / "out", images / "sub" / "deeper", tmp_path / "link" / "out"):
+        with pytest.raises(UserError, match="image folder") as refused:
+            refuse_output_inside(output, {"image folder": images})
+        assert str(images) in str(refused.value) and str(output) in str(refused.value)
+    refuse_output_inside([tmp_path / "out", tmp_path / "images2"], {"image folder": images, "unused": None})
+    refuse_output_inside(tmp_path, {"image folder": images})  # a folder holding the pictures is not inside them

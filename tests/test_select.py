@@ -213,7 +213,20 @@ def test_bad_inputs_end_with_one_error_line(tmp_path, toy):
         assert result.returncode == 2 and result.stderr.startswith("error: " + message), result.stderr
         assert "Traceback" not in result.stderr
     same = run_stage("-i", images, "-a", annotations, "-o", images, "--select-only")
-    assert same.returncode == 2 and "output folder must differ" in same.stderr
+    assert same.returncode == 2 and f"the output folder {images} is the image folder {images}" in same.stderr
+
+
+@pytest.mark.parametrize("file_name, message", [
+    ("../../x.png", "error: file_name climbs out of the image folder with '..' (../../x.png)"),
+    ("/etc/x.png", "error: file_name is an absolute path; it must be relative to the image folder (/etc/x.png)"),
+])
+def test_select_only_refuses_a_file_name_outside_the_image_folder(tmp_path, file_name, message):
+    """The same line as the full run (tests/test_caption.py), found from the name alone: no file is read."""
+    annotations = write_coco(tmp_path / "ann", {1: (file_name, 64, 48, [(3, [5, 5, 20, 20], 0)]), **{9: TOY[9]}})
+    (tmp_path / "images").mkdir()
+    result = run_stage("-i", tmp_path / "images", "-a", annotations, "-o", tmp_path / "out", "--select-only")
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [message], result.stderr
+    assert not (tmp_path / "out" / "selection.json").exists()
 
 
 def test_existing_selection_needs_overwrite(tmp_path, toy):

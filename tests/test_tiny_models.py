@@ -96,6 +96,7 @@ def test_gligen_folders_have_the_hub_layout_and_run(tiny_models, mode, in_channe
 def test_same_seed_same_files_and_a_rerun_reuses_them(tiny_models, tmp_path):
     result = run_script(tmp_path)
     assert result.returncode == 0, result.stderr
+    assert "deprecated" not in result.stderr + result.stdout  # diffusers' notice about the GLIGEN pipeline class
     files = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(tiny_models) for p in tiny_models.rglob("*") if p.is_file())
     for file in files:
