@@ -144,6 +144,6 @@ def test_bad_inputs_end_with_one_error_line(tmp_path, folders, fid_weights):
 
 def test_help_and_docs_name_every_flag():
     help_text = run_fid("--help").stdout
-    docs = (ROOT / "README.md").read_text()
+    docs = (ROOT / "docs" / "steps.md").read_text()
     for flag in ["--real", "--generated", "--dims", "--batch-size", "--num-workers", "--device", "--weights", "--output", "--overwrite", "--debug"]:
         assert flag in help_text and flag in docs, flag
