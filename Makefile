@@ -1,4 +1,7 @@
-# Set-up commands. Each creates or reuses the virtualenv .venv at the repository root.
+# Set-up commands. Each creates or reuses the virtualenv .venv at the repository root and installs
+# requirements.txt and requirements-test.txt into it (pyproject.toml reads its dependencies from
+# them). pip keeps a torch already installed that satisfies requirements.txt: on a machine without
+# an NVIDIA GPU, install the CPU-only wheel first (README.md, "Set up").
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -14,6 +17,7 @@ $(VENV)/.installed: requirements.txt requirements-test.txt
 	$(PY) -m pip install --quiet -r requirements.txt -r requirements-test.txt
 	touch $@
 
+# Every test, the end-to-end ones (marked slow) included; pytest's configuration is in pyproject.toml.
 test: setup
 	$(PY) -m pytest -q
 

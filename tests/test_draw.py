@@ -225,6 +225,6 @@ def test_bad_inputs_end_with_one_error_line(tmp_path, stage_outputs, sample_data
 
 def test_help_and_docs_name_every_flag():
     help_text = run_draw("--help").stdout
-    docs = (ROOT / "README.md").read_text()
+    docs = (ROOT / "docs" / "steps.md").read_text()
     for flag in ["--generated", "--prompts", "--output", "--images", "--overview", "--no-overview", "--overwrite", "--debug"]:
         assert flag in help_text and flag in docs, flag

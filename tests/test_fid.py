@@ -190,6 +190,6 @@ def test_a_weights_file_of_another_kind_says_what_is_expected(tmp_path, folders,
 
 def test_help_and_docs_name_every_flag():
     help_text = run_fid("--help").stdout
-    docs = (ROOT / "README.md").read_text()
+    docs = (ROOT / "docs" / "steps.md").read_text()
     for flag in ["--real", "--generated", "--dims", "--batch-size", "--num-workers", "--device", "--weights", "--output", "--overwrite", "--debug"]:
         assert flag in help_text and flag in docs, flag

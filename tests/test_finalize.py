@@ -189,7 +189,7 @@ def test_existing_result_needs_overwrite(tmp_path, stage_outputs, sample_dataset
 def test_help_and_docs_name_every_flag():
     help_text = subprocess.run([sys.executable, str(ROOT / "finalize_selected_images.py"), "--help"],
                                capture_output=True, text=True, cwd=ROOT).stdout
-    docs = (ROOT / "README.md").read_text()
+    docs = (ROOT / "docs" / "steps.md").read_text()
     for flag in ["--original_annotation", "--original_data_root", "--generated", "--selected", "--output",
                  "--prompts", "--merge", "--overwrite", "--debug"]:
         assert flag in help_text and flag in docs, flag
