@@ -1,4 +1,4 @@
-"""Write tiny random-weight BLIP-2 and GLIGEN models, for tests and demos, with nothing downloaded.
+"""Write tiny random-weight BLIP-2, GLIGEN, CLIP, OWLv2 and Grounding DINO models, for tests and demos, with nothing downloaded.
 
 The stages load these folders exactly as they load the hub checkpoints (``from_pretrained`` on
 the same classes, the same files and folder layout), only everything is a few hundred times smaller:
@@ -8,9 +8,14 @@ the same classes, the same files and folder layout), only everything is a few hu
   DIR/gligen-generation   like masterful/gligen-1-4-generation-text-box: StableDiffusionGLIGENPipeline
                           folders (unet, vae, text_encoder, tokenizer, scheduler), 64x64 pixels
   DIR/gligen-inpainting   like masterful/gligen-1-4-inpainting-text-box: the same with a 9-channel UNet
+  DIR/clip                like openai/clip-vit-large-patch14: CLIPModel and CLIPProcessor, 32x32-pixel images
+  DIR/owlv2               like google/owlv2-base-patch16-ensemble: Owlv2ForObjectDetection and
+                          Owlv2Processor, 32x32 pixels (16 patches, 16 detections), 16-token queries
+  DIR/grounding-dino      like IDEA-Research/grounding-dino-tiny: GroundingDinoForObjectDetection (Swin
+                          backbone, BERT text encoder) and GroundingDinoProcessor, 64-pixel shortest side
 
 The tokenizers are real byte-level BPE tokenizers trained here on a few dozen caption-like
-sentences. The weights are random, so captions are random words and pictures are noise; the
+sentences (Grounding DINO's: a WordPiece vocabulary of their words plus every letter). The weights are random, so captions are random words and pictures are noise; the
 output layer of BLIP-2's OPT only scores whole words, so captions are never empty. Every model is
 built from a fixed seed: two runs write byte-identical weights. Each folder is built beside its
 target and renamed into place. Without --overwrite a complete existing folder is reused.
@@ -62,7 +67,7 @@ CAPTIONS = [
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("output", type=Path, metavar="DIR", help="folder to write DIR/blip2, DIR/gligen-generation and DIR/gligen-inpainting to")
+    parser.add_argument("output", type=Path, metavar="DIR", help="folder to write DIR/blip2, DIR/gligen-generation, DIR/gligen-inpainting, DIR/clip, DIR/owlv2 and DIR/grounding-dino to")
     parser.add_argument("--overwrite", action="store_true", help="rebuild the models even if their folders exist")
     return parser
 
