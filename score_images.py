@@ -99,6 +99,8 @@ def check_args(args) -> Thresholds:
         raise UserError("must be between 0 and 1", f"--min-iou {args.min_iou}")
     if args.max_extra_objects < 0:
         raise UserError("must not be negative", f"--max-extra-objects {args.max_extra_objects}")
+    for model in (args.detector, args.clip_model):
+        check_model_source(model)
     family = detector_family(args.detector)
     if family is None and (Path(args.detector) / "config.json").is_file():
         raise UserError(f"not a zero-shot object detector (model_type {model_type(args.detector)!r}); --detector takes OWLv2 or "
@@ -345,8 +347,8 @@ def main(args):
     thresholds = check_args(args)
     rank, world_size = distributed_rank()
     out_dir, folders = scoring_folders(args.generated, args.mode)
-    records = load_records(args.records)
     refuse_outputs_over_inputs(out_dir, folders, args.records)
+    records = load_records(args.records)
     records_by_id = {record["image_id"]: record for record in records}
     pictures_by_mode = {mode: plan_pictures(mode, folder, records_by_id, args.limit) for mode, folder in folders.items()}
 
@@ -364,8 +366,6 @@ def main(args):
     if any(todo.values()):
         from cocoaug.scorer import Scorer
 
-        for model in (args.detector, args.clip_model):
-            check_model_source(model)
         scorer = Scorer.load(args.detector, args.clip_model, args.device, args.dtype,
                              stored_min_score=min(STORED_MIN_SCORE, thresholds.min_detector_score), max_detections=STORED_DETECTIONS)
         scorer.detector_name, scorer.clip_name = args.detector, args.clip_model
