@@ -29,12 +29,12 @@ from pathlib import Path
 
 import orjson
 
-from cocoaug.atomic import write_csv_atomic
+from cocoaug.atomic import write_csv_atomic, write_json_atomic
 from cocoaug.cli import (add_batch_size, add_debug, add_device, add_generated, add_limit, add_overwrite, add_records,
                          new_parser)
 from cocoaug.errors import UserError, listed
 from cocoaug.generated import MODES, mode_folders
-from cocoaug.picks import PASSED_PICKS_FILE, write_picks
+from cocoaug.picks import PASSED_PICKS_FILE, picks_document
 from cocoaug.quality import Detection, Thresholds, judge, percentiles
 from cocoaug.records import load_records, read_manifest
 from cocoaug.runtime import check_model_source, run_cli
@@ -315,27 +315,39 @@ def print_summary(rows: list[dict]):
               f"{row['pass_rate']:>9.2f} {row['median_region_clip']:>18}")
 
 
-def write_outputs(out_dir: Path, folders: dict[str, Path], pictures_by_mode: dict[str, list[Picture]], thresholds: Thresholds, args) -> dict:
-    """Fold every process's partial scores into scores.jsonl, judge, and write the run-wide files."""
-    entries_by_mode = {}
+def write_outputs(out_dir: Path, folders: dict[str, Path], thresholds: Thresholds, args) -> dict:
+    """Fold every process's partial scores into scores.jsonl, judge, and write the run-wide files.
+
+    Files whose content would not change are left alone, so a rerun with nothing new touches nothing.
+    """
+    entries_by_mode, unchanged = {}, True
     for mode, folder in folders.items():
         listed_names = set(read_manifest(folder))
-        entries = [entry for name, entry in stored_scores(folder).items() if name in listed_names]
+        before = read_scores(folder)
+        entries = [entry for name, entry in stored_scores(folder).items() if name in listed_names]  # fresh objects: judged in place
         entries_by_mode[mode] = judge_entries(sorted(entries, key=lambda e: e["file_name"]), thresholds)
-        write_scores(folder, entries_by_mode[mode])
+        if before != {entry["file_name"]: entry for entry in entries_by_mode[mode]}:
+            write_scores(folder, entries_by_mode[mode])
+            unchanged = False
         for partial in folder.glob(PARTIAL_GLOB):
             partial.unlink()
     every = [entry for entries in entries_by_mode.values() for entry in entries]
-    write_csv_atomic(out_dir / SCORES_CSV, [{**e, "boxes": [{k: b[k] for k in ("label", "found", "region_clip")} for b in e["boxes"]]} for e in every],
-                     CSV_COLUMNS)
     rows = summary_rows(entries_by_mode)
-    write_summary(out_dir / SUMMARY_FILE, rows)
-    write_picks(out_dir / PASSED_PICKS_FILE, [(e["mode"], e["file_name"]) for e in every if e["passed"]], out_dir,
-                source="score_images.py", modes=sorted(folders),
-                scores=[str(scores_path(folder)) for folder in folders.values()],
-                thresholds={"min_iou": thresholds.min_iou, "min_detector_score": thresholds.min_detector_score,
-                            "min_region_clip": thresholds.min_region_clip, "max_extra_objects": thresholds.max_extra_objects},
-                detector=args.detector, clip_model=args.clip_model)
+    picks = picks_document(
+        [(e["mode"], e["file_name"]) for e in every if e["passed"]], out_dir, source="score_images.py", modes=sorted(folders),
+        scores=[str(scores_path(folder)) for folder in folders.values()],
+        thresholds={"min_iou": thresholds.min_iou, "min_detector_score": thresholds.min_detector_score,
+                    "min_region_clip": thresholds.min_region_clip, "max_extra_objects": thresholds.max_extra_objects},
+        detector=args.detector, clip_model=args.clip_model)
+    picks_path = out_dir / PASSED_PICKS_FILE
+    unchanged = unchanged and picks_path.is_file() and orjson.loads(picks_path.read_bytes()) == picks
+    if not (unchanged and (out_dir / SCORES_CSV).is_file() and (out_dir / SUMMARY_FILE).is_file()):
+        csv_rows = [{**e, "boxes": [{k: b[k] for k in ("label", "found", "region_clip")} for b in e["boxes"]]} for e in every]
+        write_csv_atomic(out_dir / SCORES_CSV, csv_rows, CSV_COLUMNS)
+        write_summary(out_dir / SUMMARY_FILE, rows)
+        write_json_atomic(picks_path, picks)
+    else:
+        log.info("scores, summary and picks are up to date: nothing rewritten")
     print_summary(rows)
     return {"pictures": len(every), "passed": sum(e["passed"] for e in every)}
 
@@ -380,7 +392,7 @@ def main(args):
     if rank != 0:
         print(f"{prefix}scored {scored}")
         return
-    totals = write_outputs(out_dir, folders, pictures_by_mode, thresholds, args)
+    totals = write_outputs(out_dir, folders, thresholds, args)
     planned = sum(len(p) for p in pictures_by_mode.values())
     print(f"{prefix}scored {scored}" + (f", reused {planned - scored} unchanged" if world_size == 1 else "")
           + f"; {totals['passed']} of {totals['pictures']} pictures passed -> {out_dir / PASSED_PICKS_FILE}")

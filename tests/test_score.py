@@ -174,9 +174,15 @@ def test_a_changed_picture_is_scored_again_and_overwrite_rescores_all(references
     detector = "owlv2"  # the resume rule does not depend on the detector
     reference_out, _ = references(detector)
     out = copy_outputs(reference_out, tmp_path / "out")
+    command = score_command(out, tiny_models, detector, "--mode", "generation")
+    written = [out / "generation" / "scores.jsonl", out / "scores.csv", out / "score_summary.csv", out / "picks_passed.json"]
+    stamps = [path.stat().st_mtime_ns for path in written]
+    result = run_score(*command)
+    assert result.returncode == 0 and "scored 0, reused 8 unchanged" in result.stdout, result.stderr
+    assert [path.stat().st_mtime_ns for path in written] == stamps  # nothing new: nothing rewritten
+
     changed = sorted((out / "generation").glob("*.png"))[0]
     Image.new("RGB", Image.open(changed).size, (255, 0, 0)).save(changed)
-    command = score_command(out, tiny_models, detector, "--mode", "generation")
     result = run_score(*command)
     assert result.returncode == 0, result.stderr
     total = len(read_scores(out / "generation"))
