@@ -235,11 +235,12 @@ def measure(pictures: list[Picture], scorer, batch_size: int, partial_path: Path
     """Run the models on ``pictures`` batch by batch, appending each finished picture to ``partial_path``."""
     from tqdm import tqdm
 
-    from cocoaug.images import open_rgb
+    from cocoaug.images import image_size, open_rgb
 
     by_size: dict[tuple[int, int], list[Picture]] = {}
-    for picture in pictures:  # equal sizes batch together: Grounding DINO pads a batch to its largest picture
-        by_size.setdefault((picture.entry.get("width"), picture.entry.get("height")), []).append(picture)
+    for picture in pictures:
+        size = (picture.entry["width"], picture.entry["height"]) if "width" in picture.entry else image_size(picture.path)
+        by_size.setdefault(scorer.batch_key(*size), []).append(picture)
     desc = f"scoring {pictures[0].mode}" + (f" (rank {rank})" if rank else "")
     with tqdm(total=len(pictures), desc=desc, unit="picture") as bar, open(partial_path, "ab") as partial:
         for group in by_size.values():

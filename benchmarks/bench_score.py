@@ -5,8 +5,8 @@ alternating run by run (median of --repeat runs each, after one untimed warm-up 
   loop:    for each picture, for each box, one detector call on the picture with its labels and
            one CLIP call on the box's padded crop with "a photo of a {label}"; then one CLIP call
            on the picture with its prompt (no text embedding reused)
-  project: ``cocoaug.scorer.Scorer.measure`` as score_images.py calls it: pictures of one size in
-           batches of --batch-size, one detector call per batch and one CLIP call on all its crops
+  project: ``cocoaug.scorer.Scorer.measure`` as score_images.py calls it: batches of --batch-size
+           (OWLv2 takes pictures of any size together), one detector call per batch and one CLIP call on all its crops
            and pictures, text embeddings computed once per text
 Pictures: the sample set of scripts/make_sample_dataset.py (12 pictures, 1 to 6 boxes each, their
 annotations as boxes and labels), cycled to --images. The run fails unless both sides find the
@@ -118,10 +118,10 @@ def full_size_scorer(device, dtype, configs: Path) -> Scorer:
 
 
 def project_scores(scorer: Scorer, pictures, batch_size: int) -> list:
-    """score_images.py's way: pictures of one size batched together, ``Scorer.measure`` per batch."""
+    """score_images.py's way: batches of pictures with equal ``batch_key``, ``Scorer.measure`` per batch."""
     by_size: dict[tuple, list[int]] = {}
     for index, (image, *_) in enumerate(pictures):
-        by_size.setdefault(image.size, []).append(index)
+        by_size.setdefault(scorer.batch_key(*image.size), []).append(index)
     results = [None] * len(pictures)
     for indices in by_size.values():
         for start in range(0, len(indices), batch_size):

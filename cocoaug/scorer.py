@@ -87,6 +87,11 @@ class Scorer:
             clip_processor = AutoProcessor.from_pretrained(clip_model)
         return cls(detector_model, detector_processor, family, clip, clip_processor, device, torch_dtype, stored_min_score, max_detections)
 
+    def batch_key(self, width, height):
+        """Pictures with equal keys may share a batch: any for OWLv2 (it pads each to a square of its own), one size
+        for Grounding DINO (it pads a batch to its largest picture, which would change a picture's scores with its neighbours)."""
+        return (width, height) if self.family == "grounding-dino" else None
+
     def measure(self, images, boxes_per_image, labels_per_image, captions) -> list[Measured]:
         """Detections, each box's region_clip and the caption_clip of a batch of pictures (PIL, RGB)."""
         detections = self.detect(images, labels_per_image)
