@@ -176,6 +176,9 @@ def test_a_changed_picture_is_scored_again_and_overwrite_rescores_all(references
     out = copy_outputs(reference_out, tmp_path / "out")
     command = score_command(out, tiny_models, detector, "--mode", "generation")
     written = [out / "generation" / "scores.jsonl", out / "scores.csv", out / "score_summary.csv", out / "picks_passed.json"]
+    result = run_score(*command)  # the copy's picks file still names the reference's folder: rewritten
+    assert result.returncode == 0 and "scored 0, reused 8 unchanged" in result.stdout, result.stderr
+    assert read_picks(out / "picks_passed.json").generated_dir == str(out.resolve())
     stamps = [path.stat().st_mtime_ns for path in written]
     result = run_score(*command)
     assert result.returncode == 0 and "scored 0, reused 8 unchanged" in result.stdout, result.stderr
