@@ -2,6 +2,7 @@
 SIGKILL, batch size and process count that do not change the scores, thresholds that re-judge
 with no model, and one-line errors for bad input."""
 
+import os
 import shutil
 import signal
 import subprocess
@@ -254,3 +255,15 @@ def test_bad_input_is_one_error_line(stage_outputs, tiny_models, tmp_path):
     png.write_bytes(b"not a png")
     expect_error(broken, message="cannot read image")
     assert not (broken / "generation" / "scores.jsonl").exists()
+
+
+def test_a_hub_model_offline_is_one_error_line(stage_outputs, tiny_models, tmp_path):
+    out = copy_outputs(stage_outputs, tmp_path / "out")
+    command = [sys.executable, str(SCRIPT), "-g", str(out), "-p", str(out / "blip2_post.json"), "--mode", "generation",
+               "--clip-model", str(tiny_models / "clip"), "--device", "cpu"]  # the default detector, a hub id
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=600,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty_cache")})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot load the model") and last.endswith("(google/owlv2-base-patch16-ensemble)")
+    assert not (out / "generation" / "scores.jsonl").exists()
