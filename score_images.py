@@ -231,7 +231,7 @@ def barrier(world_size: int):
     dist.barrier()
 
 
-def measure(pictures: list[Picture], scorer, batch_size: int, partial_path: Path, rank: int):
+def measure(pictures: list[Picture], scorer, args, partial_path: Path, rank: int):
     """Run the models on ``pictures`` batch by batch, appending each finished picture to ``partial_path``."""
     from tqdm import tqdm
 
@@ -244,19 +244,19 @@ def measure(pictures: list[Picture], scorer, batch_size: int, partial_path: Path
     desc = f"scoring {pictures[0].mode}" + (f" (rank {rank})" if rank else "")
     with tqdm(total=len(pictures), desc=desc, unit="picture") as bar, open(partial_path, "ab") as partial:
         for group in by_size.values():
-            for start in range(0, len(group), batch_size):
-                batch = group[start:start + batch_size]
+            for start in range(0, len(group), args.batch_size):
+                batch = group[start:start + args.batch_size]
                 images = [open_rgb(picture.path) for picture in batch]
                 measured = scorer.measure(images, [p.record["bbox"] for p in batch], [p.record["labels"] for p in batch],
                                           [caption_text(p.entry) for p in batch])
                 for picture, result in zip(batch, measured):
-                    partial.write(orjson.dumps(raw_entry(picture, result, scorer)) + b"\n")
+                    partial.write(orjson.dumps(raw_entry(picture, result, args.detector, args.clip_model)) + b"\n")
                 partial.flush()
                 os.fsync(partial.fileno())
                 bar.update(len(batch))
 
 
-def raw_entry(picture: Picture, result, scorer) -> dict:
+def raw_entry(picture: Picture, result, detector: str, clip_model: str) -> dict:
     """A scores.jsonl line before judging: what the models measured."""
     record = picture.record
     boxes = [{"label": label, "category_id": category_id, "box": box, "region_clip": clip}
@@ -267,7 +267,7 @@ def raw_entry(picture: Picture, result, scorer) -> dict:
         "boxes": boxes, "caption_clip": result.caption_clip,
         "detections": [{"label": d.label, "box": list(d.box), "score": d.score} for d in result.detections],
         "detections_min_score": result.detections_min_score,
-        "detector": scorer.detector_name, "clip_model": scorer.clip_name,
+        "detector": detector, "clip_model": clip_model,
     }
 
 
@@ -381,10 +381,9 @@ def main(args):
 
         scorer = Scorer.load(args.detector, args.clip_model, args.device, args.dtype,
                              stored_min_score=min(STORED_MIN_SCORE, thresholds.min_detector_score), max_detections=STORED_DETECTIONS)
-        scorer.detector_name, scorer.clip_name = args.detector, args.clip_model
         for mode, pictures in todo.items():
             if pictures:
-                measure(pictures, scorer, args.batch_size, folders[mode] / f"scores.partial.{rank}.jsonl", rank)
+                measure(pictures, scorer, args, folders[mode] / f"scores.partial.{rank}.jsonl", rank)
 
     # 4. Judge everything stored with this run's thresholds and write the outputs (rank 0, after the others)
     wait_for_all_processes(world_size)

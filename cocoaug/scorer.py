@@ -64,7 +64,6 @@ class Scorer:
         self.device, self.dtype = device, dtype
         self.stored_min_score, self.max_detections = stored_min_score, max_detections
         self.text_features = {}  # CLIP text -> its normalised embedding, reused across batches
-        self.detector_name, self.clip_name = "", ""
 
     @classmethod
     def load(cls, detector: str, clip_model: str, device: str, dtype: str, stored_min_score: float, max_detections: int):
