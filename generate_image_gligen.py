@@ -23,7 +23,6 @@ across processes). Example::
 """
 
 import argparse
-import datetime
 import logging
 import math
 import os
@@ -44,7 +43,7 @@ from cocoaug.generated import (
 from cocoaug.images import image_size, open_rgb
 from cocoaug.paths import refuse_output_inside, require_dir, resolve_under
 from cocoaug.records import check_records_match_dataset, load_records
-from cocoaug.runtime import check_model_source, resolve_device, resolve_dtype, run_cli
+from cocoaug.runtime import check_model_source, distributed_rank, resolve_device, resolve_dtype, run_cli, wait_for_all_processes
 
 log = logging.getLogger("cocoaug")
 
@@ -247,11 +246,6 @@ def plan_work(records, images_dir: Path, args) -> tuple[list[WorkItem], dict]:
     return items, skipped
 
 
-def distributed_rank() -> tuple[int, int]:
-    """(rank, world size) as set by torchrun and accelerate launch; (0, 1) in a plain run."""
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-
-
 def check_existing_settings(items: list[WorkItem], out_dir: Path, settings: dict, args):
     """Refuse to resume over existing images made with other settings than ``settings``, unless
     --overwrite remakes them or --keep-existing keeps them.
@@ -343,18 +337,6 @@ def generate(items: list[WorkItem], sampler, args, settings: dict, out_dir: Path
                 batch = group[start:start + args.batch_size]
                 make_batch(batch, sampler, args, settings, size, out_dir)
                 bar.update(len(batch))
-
-
-def wait_for_all_processes(world_size: int):
-    """Barrier over the processes of a torchrun / accelerate launch, so rank 0 writes the manifest last."""
-    if world_size == 1:
-        return
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
-    dist.barrier()
-    dist.destroy_process_group()
 
 
 def main(args):

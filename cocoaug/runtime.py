@@ -158,3 +158,22 @@ def model_load_errors(model: str):
     except (OSError, ValueError, KeyError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"cannot load the model: {first_line}", model) from exc
+
+
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world size) as set by torchrun and accelerate launch; (0, 1) in a plain run."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def wait_for_all_processes(world_size: int):
+    """Barrier over the processes of a torchrun / accelerate launch, so rank 0 writes the manifest last."""
+    if world_size == 1:
+        return
+    import datetime
+
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
+    dist.barrier()
+    dist.destroy_process_group()

@@ -4,6 +4,7 @@
 ``scores.jsonl`` holds one JSON object per picture listed in the mode folder's manifest::
 
     {"file_name": "18_0042_1.png", "mode": "generation", "source_image_id": 42,
+     "category_id": 18, "label": "dog",             # the record's (first) category
      "sha256": "<hex of the PNG's bytes>",        # a changed picture is scored again
      "boxes": [{"label": "dog", "category_id": 18, "box": [x0, y0, x1, y1],   # normalised
                 "found": true, "best_iou": 0.81, "detector_score": 0.42,
@@ -11,8 +12,15 @@
      "box_recall": 1.0, "min_region_clip": 0.27, "caption_clip": 0.31,
      "extra_objects": 0, "region_clip_percentile": 0.64,
      "passed": true, "reasons": [],                 # e.g. ["box 2 (dog) not found"]
+     "detections": [{"label": "dog", "box": [x0, y0, x1, y1], "score": 0.42}, ...],
+     "detections_min_score": 0.05,                  # every detection scoring above it is listed
      "detector": "google/owlv2-base-patch16-ensemble",
      "clip_model": "openai/clip-vit-large-patch14"}
+
+``region_clip``, ``caption_clip`` and ``detections`` are what the models measured; the other
+fields are judged from them (``cocoaug.quality``), so new thresholds re-judge a file with no
+model. A run that is killed leaves the pictures it finished in ``<mode>/scores.partial.<rank>.jsonl``
+(same lines, not judged), which the next run folds into ``scores.jsonl``.
 
 ``score_summary.csv`` has one row per (category, mode) with ``SUMMARY_COLUMNS``; stage 1's
 ``--pass-rates`` reads it back with ``read_pass_rates``.

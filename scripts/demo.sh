@@ -6,7 +6,7 @@
 #
 # Everything goes under DEMO_DIR (relative to the repository root, or absolute): the sample set,
 # the tiny models, random FID Inception weights, and OUT = DEMO_DIR/out with every stage's output.
-# A rerun reuses what an earlier run left: the builders and stages 2-3 skip what exists, stage 1
+# A rerun reuses what an earlier run left: the builders, stage 2, the scorer and stage 3 skip what exists, stage 1
 # is skipped once its records exist, stage 4 and the FID are redone only when their inputs are
 # newer. The pictures are noise: the demo shows the pipeline and its files, not quality.
 # (Empty arrays are expanded as ${a[@]+"${a[@]}"}: bash before 4.4, e.g. macOS's, calls a
@@ -53,6 +53,9 @@ for mode in generation inpainting; do
     run "$PYTHON" generate_image_gligen.py --mode "$mode" -i "$SAMPLE/images" -p "$OUT/blip2_post.json" -o "$OUT" \
         -a "$SAMPLE/annotations.json" --model "$MODELS/gligen-$mode" "${GLIGEN_FAST[@]}"
 done
+
+step "quality scores: OWLv2 finds each box's object, CLIP scores its crop (scores only new or changed pictures)"
+run "$PYTHON" score_images.py -g "$OUT" -p "$OUT/blip2_post.json" --detector "$MODELS/owlv2" --clip-model "$MODELS/clip" --device cpu
 
 step "stage 3: draw the boxes for review (draws only what is missing)"
 run "$PYTHON" draw_bboxes.py -g "$OUT" -p "$OUT/blip2_post.json" -i "$SAMPLE/images" -o "$OUT/boxes"
@@ -142,6 +145,10 @@ for mode in ("generation", "inpainting"):
     manifest = [json.loads(line) for line in (out / mode / "manifest.jsonl").read_text().splitlines()]
     same = sum(image_size(out / mode / e["file_name"]) == size_of[e["source_image_id"]] for e in manifest)
     print(f"stage 2  {mode:<11} {len(manifest)} pictures, {same} of them the size of their original")
+picks = json.loads((out / "picks_passed.json").read_text())
+scored = sum(len((out / mode / "scores.jsonl").read_text().splitlines()) for mode in ("generation", "inpainting"))
+print(f"scores   {len(picks['picks'])} of {scored} pictures pass the default rule -> {out}/picks_passed.json, score_summary.csv "
+      "(random weights: none is expected to)")
 overviews = len(list((out / "boxes" / "overview").glob("*.png")))
 print(f"stage 3  boxed copies in {out}/boxes/<mode>/, {overviews} overviews: open {out}/boxes/overview/")
 generated = [image for image in final["images"] if "source_image_id" in image]

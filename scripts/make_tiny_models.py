@@ -1,4 +1,4 @@
-"""Write tiny random-weight BLIP-2 and GLIGEN models, for tests and demos, with nothing downloaded.
+"""Write tiny random-weight BLIP-2, GLIGEN, CLIP, OWLv2 and Grounding DINO models, for tests and demos, with nothing downloaded.
 
 The stages load these folders exactly as they load the hub checkpoints (``from_pretrained`` on
 the same classes, the same files and folder layout), only everything is a few hundred times smaller:
@@ -8,9 +8,14 @@ the same classes, the same files and folder layout), only everything is a few hu
   DIR/gligen-generation   like masterful/gligen-1-4-generation-text-box: StableDiffusionGLIGENPipeline
                           folders (unet, vae, text_encoder, tokenizer, scheduler), 64x64 pixels
   DIR/gligen-inpainting   like masterful/gligen-1-4-inpainting-text-box: the same with a 9-channel UNet
+  DIR/clip                like openai/clip-vit-large-patch14: CLIPModel and CLIPProcessor, 32x32-pixel images
+  DIR/owlv2               like google/owlv2-base-patch16-ensemble: Owlv2ForObjectDetection and
+                          Owlv2Processor, 32x32 pixels (16 patches, 16 detections), 16-token queries
+  DIR/grounding-dino      like IDEA-Research/grounding-dino-tiny: GroundingDinoForObjectDetection (Swin
+                          backbone, BERT text encoder) and GroundingDinoProcessor, 64-pixel shortest side
 
 The tokenizers are real byte-level BPE tokenizers trained here on a few dozen caption-like
-sentences. The weights are random, so captions are random words and pictures are noise; the
+sentences (Grounding DINO's: a WordPiece vocabulary of their words plus every letter). The weights are random, so captions are random words and pictures are noise; the
 output layer of BLIP-2's OPT only scores whole words, so captions are never empty. Every model is
 built from a fixed seed: two runs write byte-identical weights. Each folder is built beside its
 target and renamed into place. Without --overwrite a complete existing folder is reused.
@@ -41,6 +46,10 @@ BLIP2_IMAGE_SIZE = 32  # pixels of the vision tower's input
 NUM_QUERY_TOKENS = 8
 GLIGEN_LATENT_SIZE = 32  # UNet sample_size; the VAE halves it, so pictures are 64x64
 HIDDEN_SIZE = 32  # every transformer's width; also the UNet's cross_attention_dim
+SMALL = {"hidden_size": HIDDEN_SIZE, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
+CLIP_IMAGE_SIZE = 32  # pixels of the scorer's CLIP input (224 for ViT-L/14)
+OWL_IMAGE_SIZE = 32  # pixels of OWLv2's square input: 4 x 4 patches, 16 detections (960 and 3600 for the hub model)
+GROUNDING_DINO_SIZE = 64  # shortest side of Grounding DINO's input (800 for the hub model)
 CAPTIONS = [
     "a photo of a cat sitting on a couch", "two dogs running on the grass", "a bird perched on a tree branch",
     "a red car parked on the street", "a person riding a bicycle down the road", "a puffin standing on a rock by the sea",
@@ -60,7 +69,7 @@ CAPTIONS = [
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     parser = cli.new_parser(__doc__)
-    parser.add_argument("output", type=Path, metavar="DIR", help="folder to write DIR/blip2, DIR/gligen-generation and DIR/gligen-inpainting to")
+    parser.add_argument("output", type=Path, metavar="DIR", help="folder to write DIR/blip2, DIR/gligen-generation, DIR/gligen-inpainting, DIR/clip, DIR/owlv2 and DIR/grounding-dino to")
     cli.add_overwrite(parser, help="rebuild the models even if their folders exist")
     cli.add_debug(parser)
     return parser
@@ -134,7 +143,7 @@ def build_blip2(folder: Path):
     processor.save_pretrained(folder)
 
 
-def build_clip_tokenizer():
+def build_clip_tokenizer(model_max_length: int = 77, pad_token: str = "<|endoftext|>"):
     """A CLIP byte-level BPE laid out like openai/clip-vit-large-patch14's: bytes, bytes + ``</w>``, merges, specials."""
     from tokenizers import pre_tokenizers
     from transformers import CLIPTokenizer
@@ -145,7 +154,8 @@ def build_clip_tokenizer():
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())  # codepoint order is CLIP's bytes_to_unicode order
     tokens = alphabet + [c + "</w>" for c in alphabet] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
     # Stable Diffusion pads with <|endoftext|>, CLIPTokenizer's default.
-    return CLIPTokenizer(vocab={token: i for i, token in enumerate(tokens)}, merges=merges, model_max_length=77)
+    return CLIPTokenizer(vocab={token: i for i, token in enumerate(tokens)}, merges=merges, model_max_length=model_max_length,
+                         pad_token=pad_token)
 
 
 @contextlib.contextmanager
@@ -195,10 +205,88 @@ def build_gligen(folder: Path, mode: str):
     pipeline.save_pretrained(folder)
 
 
+def build_clip(folder: Path):
+    """Save a tiny CLIPModel and its CLIPProcessor (like openai/clip-vit-large-patch14) to ``folder``."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    tokenizer = build_clip_tokenizer()
+    text = {**SMALL, "vocab_size": len(tokenizer), "max_position_embeddings": 77, "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
+    vision = {**SMALL, "image_size": CLIP_IMAGE_SIZE, "patch_size": 8}
+    torch.manual_seed(SEED)
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=HIDDEN_SIZE))
+    image_processor = CLIPImageProcessor(size={"shortest_edge": CLIP_IMAGE_SIZE}, crop_size={"height": CLIP_IMAGE_SIZE, "width": CLIP_IMAGE_SIZE})
+    model.save_pretrained(folder)
+    CLIPProcessor(image_processor, tokenizer).save_pretrained(folder)
+
+
+def build_owlv2(folder: Path):
+    """Save a tiny Owlv2ForObjectDetection and its Owlv2Processor (like google/owlv2-base-patch16-ensemble) to ``folder``."""
+    import torch
+    from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
+
+    # OWLv2 pads every query with "!" to 16 tokens, as the hub checkpoint's tokenizer does.
+    tokenizer = build_clip_tokenizer(model_max_length=16, pad_token="!")
+    text = {**SMALL, "vocab_size": len(tokenizer), "max_position_embeddings": 16, "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
+    vision = {**SMALL, "image_size": OWL_IMAGE_SIZE, "patch_size": 8}
+    torch.manual_seed(SEED)
+    model = Owlv2ForObjectDetection(Owlv2Config(text_config=text, vision_config=vision, projection_dim=HIDDEN_SIZE))
+    # Random heads saturate: every score 0 or 1, every box at the picture's edge. Scaled down, each patch's box
+    # stays near its prior (the patch, widened) with some noise, and scores spread over (0.02, 0.5).
+    with torch.no_grad():
+        model.box_head.dense2.weight.mul_(0.01)
+        model.box_head.dense2.bias.copy_(0.3 * torch.randn_like(model.box_head.dense2.bias))
+        model.class_head.logit_shift.weight.zero_()
+        model.class_head.logit_shift.bias.fill_(-1.0)
+        model.class_head.logit_scale.weight.zero_()
+        model.class_head.logit_scale.bias.fill_(1.0)
+    image_processor = Owlv2ImageProcessor(size={"height": OWL_IMAGE_SIZE, "width": OWL_IMAGE_SIZE})
+    model.save_pretrained(folder)
+    Owlv2Processor(image_processor, tokenizer).save_pretrained(folder)
+
+
+def build_bert_tokenizer():
+    """A lower-case BERT WordPiece tokenizer whose vocabulary is the captions' words plus every letter and digit, so no word is unknown."""
+    from transformers import BertTokenizer
+
+    words = sorted({word.strip(".,") for caption in CAPTIONS for word in caption.split()})
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [str(d) for d in range(10)]
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "-", "'"] + letters + ["##" + c for c in letters]
+    tokens += [word for word in words if word not in tokens]
+    return BertTokenizer(vocab={token: i for i, token in enumerate(tokens)}, do_lower_case=True, model_max_length=256)
+
+
+def build_grounding_dino(folder: Path):
+    """Save a tiny GroundingDinoForObjectDetection and its processor (like IDEA-Research/grounding-dino-tiny) to ``folder``."""
+    import torch
+    from transformers import (BertConfig, GroundingDinoConfig, GroundingDinoForObjectDetection, GroundingDinoImageProcessor,
+                              GroundingDinoProcessor, SwinConfig)
+
+    tokenizer = build_bert_tokenizer()
+    backbone = SwinConfig(image_size=GROUNDING_DINO_SIZE, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 1], window_size=4,
+                          out_indices=[1, 2])
+    text = BertConfig(vocab_size=len(tokenizer), hidden_size=HIDDEN_SIZE, num_hidden_layers=1, num_attention_heads=4,
+                      intermediate_size=64, max_position_embeddings=256)
+    config = GroundingDinoConfig(backbone_config=backbone.to_dict(), text_config=text.to_dict(), d_model=HIDDEN_SIZE,
+                                 encoder_layers=1, decoder_layers=2, encoder_ffn_dim=64, decoder_ffn_dim=64, encoder_attention_heads=4,
+                                 decoder_attention_heads=4, num_queries=30, num_feature_levels=2, encoder_n_points=2,
+                                 decoder_n_points=2, max_text_len=256, use_timm_backbone=False, use_pretrained_backbone=False)
+    torch.manual_seed(SEED)
+    model = GroundingDinoForObjectDetection(config)
+    image_processor = GroundingDinoImageProcessor(size={"shortest_edge": GROUNDING_DINO_SIZE, "longest_edge": 2 * GROUNDING_DINO_SIZE})
+    model.save_pretrained(folder)
+    GroundingDinoProcessor(image_processor, tokenizer).save_pretrained(folder)
+
+
 BUILDERS = {
     "blip2": (build_blip2, ["config.json", "model.safetensors", "processor_config.json", "tokenizer_config.json"]),
     "gligen-generation": (lambda folder: build_gligen(folder, "generation"), ["model_index.json", "unet/config.json"]),
     "gligen-inpainting": (lambda folder: build_gligen(folder, "inpainting"), ["model_index.json", "unet/config.json"]),
+    "clip": (build_clip, ["config.json", "model.safetensors", "processor_config.json", "tokenizer_config.json"]),
+    "owlv2": (build_owlv2, ["config.json", "model.safetensors", "processor_config.json", "tokenizer_config.json"]),
+    "grounding-dino": (build_grounding_dino, ["config.json", "model.safetensors", "processor_config.json", "tokenizer_config.json"]),
 }
 
 

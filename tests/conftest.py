@@ -29,7 +29,7 @@ def stage_outputs(sample_dataset, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> Path:
-    """The tiny random-weight models of scripts/make_tiny_models.py, built once: DIR with blip2/,
+    """The tiny random-weight models of scripts/make_tiny_models.py, built once: DIR with blip2/, clip/, owlv2/, grounding-dino/,
     gligen-generation/ and gligen-inpainting/."""
     folder = tmp_path_factory.mktemp("tiny_models") / "models"
     subprocess.run([sys.executable, str(ROOT / "scripts" / "make_tiny_models.py"), str(folder)],

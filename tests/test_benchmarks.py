@@ -101,3 +101,27 @@ def test_bench_generate_full_size_path_smoke(tmp_path, tiny_models):
     out = run_bench("bench_generate.py", workdir, "--full-size", "--configs", tiny_models / "gligen-generation", "--images", 2,
                     "--batch-size", 2, "--steps", 2, "--variants", "project")
     assert "GLIGEN from gligen-generation, random weights" in out and "same images as the seed (rows with its scheduler and steps): yes" in out
+
+
+def test_bench_score_smoke(tmp_path, sample_dataset, tiny_models):
+    workdir = shared_inputs(tmp_path / "work", sample_dataset, tiny_models)
+    # 5 pictures in batches of 2: a short last batch, and pictures of several sizes.
+    out = run_bench("bench_score.py", workdir, "--images", 5, "--batch-size", 2)
+    assert "same scores: yes (5 pictures" in out and "speed-up" in out and "tiny OWLv2" in out
+
+
+def test_bench_score_full_size_path_smoke(tmp_path, sample_dataset, tiny_models):
+    """--full-size's path (random weights from configs, the tiny tokenizers) with small configs in place of the real ones."""
+    small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4}
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    for name, text_length, image_size in [("owlv2-base-patch16-ensemble.json", 16, 32), ("clip-vit-large-patch14.json", 77, 28)]:
+        real = json.loads((ROOT / "benchmarks/configs" / name).read_text())
+        assert real["text_config"]["max_position_embeddings"] == text_length  # the sizes the benchmark's tokenizers expect
+        real["text_config"].update(small)
+        real["vision_config"].update(small, image_size=image_size, patch_size=real["vision_config"]["patch_size"] // 2)
+        real["projection_dim"] = 32
+        (configs / name).write_text(json.dumps(real))
+    workdir = shared_inputs(tmp_path / "work", sample_dataset, tiny_models)
+    out = run_bench("bench_score.py", workdir, "--full-size", "--configs", configs, "--images", 3, "--batch-size", 2)
+    assert "OWLv2 base patch16 + CLIP ViT-L/14" in out and "same scores: yes (3 pictures" in out

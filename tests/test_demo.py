@@ -48,6 +48,8 @@ def test_every_stage_ran_and_reused_the_sample_set_and_models(demo):
     assert "written to blip2_post.json" in run.stdout
     assert run.stdout.count("generated 7, skipped as existing 0") == 2
     assert "drawn 14, skipped as existing 0" in run.stdout
+    assert "scored 14, reused 0 unchanged" in run.stdout and "pictures pass the default rule" in run.stdout
+    assert (demo_dir / "out" / "score_summary.csv").is_file() and (demo_dir / "out" / "picks_passed.json").is_file()
     assert "selected 14 generated images (generation 7, inpainting 7) from 7 originals" in run.stdout
     assert "stage 4  annotations.json: 7 originals + 14 generated images" in run.stdout
 
@@ -122,6 +124,7 @@ def test_a_rerun_remakes_nothing_and_a_new_pick_remakes_only_stage_4_and_the_fid
     rerun = run_demo(demo_dir)
     assert rerun.stdout.count("generated 0, skipped as existing 7") == 2
     assert "drawn 0, skipped as existing 14" in rerun.stdout and "copied 0 pictures" in rerun.stdout
+    assert "scored 0, reused 14 unchanged" in rerun.stdout
     assert "reusing" in rerun.stdout and "stage 4  annotations.json: 7 originals + 14 generated images" in rerun.stdout
     changed = {p for p, t in mtimes(demo_dir).items() if before.get(p) != t}
     assert {p.name for p in changed} <= {"manifest.jsonl"}  # stage 2 rebuilds it, with the same content

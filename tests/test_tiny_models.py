@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -105,11 +106,11 @@ def test_same_seed_same_files_and_a_rerun_reuses_them(tiny_models, tmp_path):
     weights = tmp_path / "blip2" / "model.safetensors"
     stamp = weights.stat().st_mtime_ns
     result = run_script(tmp_path)
-    assert result.returncode == 0 and result.stdout.count("reused") == 3
+    assert result.returncode == 0 and result.stdout.count("reused") == 6
     assert weights.stat().st_mtime_ns == stamp
 
     result = run_script(tmp_path, "--overwrite")
-    assert result.returncode == 0 and result.stdout.count("wrote") == 3
+    assert result.returncode == 0 and result.stdout.count("wrote") == 6
     assert weights.stat().st_mtime_ns != stamp
     assert weights.read_bytes() == (tiny_models / "blip2" / "model.safetensors").read_bytes()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left behind
@@ -136,3 +137,44 @@ def test_model_folders_get_the_permissions_of_a_plain_mkdir(tiny_models, tmp_pat
     plain = tmp_path / "plain"
     plain.mkdir()
     assert (tiny_models / "blip2").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+
+
+def test_clip_scores_pictures_against_texts(tiny_models):
+    from transformers import AutoProcessor, CLIPModel
+
+    processor = AutoProcessor.from_pretrained(tiny_models / "clip")
+    model = CLIPModel.from_pretrained(tiny_models / "clip").eval()
+    images = [Image.new("RGB", (40, 30), (200, 30, 30)), Image.new("RGB", (20, 64), (10, 120, 240))]
+    inputs = processor(text=["a photo of a kite", "a photo of a red ball on the grass"], images=images, return_tensors="pt", padding=True)
+    assert inputs["pixel_values"].shape == (2, 3, 32, 32)
+    with torch.no_grad():
+        logits = model(**inputs).logits_per_image
+    assert logits.shape == (2, 2) and torch.isfinite(logits).all()
+    assert processor.tokenizer.decode(inputs["input_ids"][0], skip_special_tokens=True).strip() == "a photo of a kite"
+
+
+@pytest.mark.parametrize("name, model_type", [("owlv2", "owlv2"), ("grounding-dino", "grounding-dino")])
+def test_detectors_load_as_zero_shot_detectors_and_detect(tiny_models, name, model_type):
+    from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_models / name)
+    model = AutoModelForZeroShotObjectDetection.from_pretrained(tiny_models / name).eval()
+    assert model.config.model_type.replace("_", "-") == model_type
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    if name == "owlv2":
+        inputs = processor(text=[["a photo of a kite", "a photo of a ball"]], images=[image], return_tensors="pt")
+        assert inputs["input_ids"].shape == (2, 16)  # queries padded to 16 tokens, as the hub checkpoint's
+    else:
+        inputs = processor(text=["kite. ball."], images=[image], return_tensors="pt")
+        tokens = processor.tokenizer.convert_ids_to_tokens(inputs["input_ids"][0])
+        assert tokens == ["[CLS]", "kite", ".", "ball", ".", "[SEP]"]  # no unknown words
+    with torch.no_grad():
+        outputs = model(**inputs)
+    if name == "owlv2":
+        results = processor.post_process_grounded_object_detection(outputs, threshold=0.0, target_sizes=[(48, 64)])
+    else:
+        results = processor.post_process_grounded_object_detection(outputs, inputs["input_ids"], threshold=0.0, target_sizes=[(48, 64)])
+    scores, boxes = results[0]["scores"], results[0]["boxes"]
+    assert len(scores) >= 10 and torch.isfinite(boxes).all()
+    # Untrained heads would give every detection the same score and box: these differ, as real ones do.
+    assert scores.std() > 1e-3 and len({tuple(box) for box in boxes.round(decimals=2).tolist()}) > 5
