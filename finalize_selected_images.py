@@ -15,6 +15,9 @@ clean files of ``GENERATED_DIR``. Writes
 - with ``--merge``, ``FINAL_DIR/train_augmented.json``: the whole original file plus the
   generated images, whose file names are relative to ``--original_data_root`` like the others.
 
+Instead of ``SELECTED_DIR``, ``--picks PICKS.json`` takes a picks file: the review page's export,
+the review server's ``BOXES_DIR/picks.json`` or ``score_images.py``'s ``picks_passed.json``.
+
 Example::
 
     python finalize_selected_images.py --original_annotation coco/annotations/instances_train2017.json \\
@@ -33,6 +36,7 @@ from cocoaug.errors import UserError
 from cocoaug.generated import list_generated, mode_folders
 from cocoaug.images import image_size
 from cocoaug.paths import refuse_same_folder, require_dir, resolve_under
+from cocoaug.picks import check_picks, read_picks
 from cocoaug.records import check_records_match_dataset, load_records
 from cocoaug.runtime import add_debug_flag, run_cli
 
@@ -78,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--original_annotation", required=True, help="the COCO annotation file the records came from")
     parser.add_argument("--original_data_root", required=True, help="folder of the original images (file_name is relative to it)")
     parser.add_argument("-g", "--generated", required=True, help="stage 2's OUT_DIR (holding generation/ and/or inpainting/), or one of those folders")
-    parser.add_argument("-i", "--selected", required=True, help="SELECTED_DIR: the images you picked, bare or in <mode>/ folders, names unchanged")
+    parser.add_argument("-i", "--selected", help="SELECTED_DIR: the images you picked, bare or in <mode>/ folders, names unchanged")
+    parser.add_argument("--picks", metavar="PICKS.json", help="instead of SELECTED_DIR: a picks file (the review page's picks.json, BOXES_DIR/picks.json or picks_passed.json)")
     parser.add_argument("-o", "--output", required=True, help="FINAL_DIR: images/ and annotations.json go there")
     parser.add_argument("-p", "--prompts", help="stage-1 records (blip2_post.json); if given, a generated image gets only the annotations of the boxes it was made from")
     parser.add_argument("--merge", action="store_true", help="also write FINAL_DIR/train_augmented.json: the whole original file plus the generated images")
@@ -120,6 +125,17 @@ def read_selection(selected_dir: Path, folders: dict[str, Path]) -> list:
     if not chosen:
         raise UserError("no selected images: copy the images to keep into this folder", selected_dir)
     return [chosen[key] for key in sorted(chosen)]
+
+
+def read_picks_selection(picks_path, generated_dir, folders: dict[str, Path]) -> list:
+    """The generated images a picks file names, sorted by (mode, name); a picks file made for another
+    stage-2 folder, or naming pictures stage 2 did not make, is an error."""
+    picks_file = read_picks(picks_path)
+    catalogue = {(mode, image.file_name): image for mode, folder in folders.items() for image in list_generated(folder, mode)[0]}
+    check_picks(picks_file, generated_dir, set(catalogue), picks_path)
+    if not picks_file.picks:
+        raise UserError("the picks file keeps no picture", picks_path)
+    return [catalogue[(pick.mode, pick.file_name)] for pick in picks_file.picks]
 
 
 def _listed(names: list[str]) -> str:
@@ -269,7 +285,9 @@ def main(args):
         raise UserError("the output folder holds an earlier result; use --overwrite to replace it", annotations_path)
     coco = load_coco(args.original_annotation)
     images_dir = require_dir(args.original_data_root, "image folder")
-    selected_dir = require_dir(args.selected, "folder of selected images")
+    if (args.selected is None) == (args.picks is None):
+        raise UserError("pass either -i SELECTED_DIR or --picks PICKS.json", "-i/--picks")
+    selected_dir = require_dir(args.selected, "folder of selected images") if args.selected else None
     folders = mode_folders(args.generated)
     final_images = final_dir / "images"
     refuse_same_folder(final_dir, images_dir, selected_dir, args.generated, *folders.values())
@@ -282,7 +300,10 @@ def main(args):
         check_records_match_dataset(records, coco, args.prompts)
         records_by_id = {record["image_id"]: record for record in records}
 
-    selection = read_selection(selected_dir, folders)
+    if args.picks:
+        selection = read_picks_selection(args.picks, args.generated, folders)
+    else:
+        selection = read_selection(selected_dir, folders)
     check_selection(selection, coco, records_by_id, args.prompts)
     copies = plan_copies(selection, coco, images_dir, final_images)
     final, new_images, new_annotations = build_annotations(selection, coco, records_by_id)

@@ -234,16 +234,23 @@ def make_server(site: ReviewSite, host: str, port: int) -> ThreadingHTTPServer:
     return server
 
 
+def start_lines(host: str, port: int, picks_path) -> list[str]:
+    """What the server says on start: a warning when others can reach it, then the URL."""
+    lines = []
+    if not is_local(host):
+        lines.append(f"warning: listening on {host or 'every address'}, not localhost: anyone who can reach this machine "
+                     f"on port {port} can see the pictures and change {picks_path}")
+    shown = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+    shown = f"[{shown}]" if ":" in shown else shown
+    lines.append(f"serving the review page at http://{shown}:{port}/ (decisions are saved to {picks_path}; Ctrl-C stops)")
+    return lines
+
+
 def serve(site: ReviewSite, host: str, port: int):
     """Serve until Ctrl-C, saying where; a warning first when others can reach the page."""
     server = make_server(site, host, port)
-    bound = server.server_address[1]
-    if not is_local(host):
-        print(f"warning: listening on {host or 'every address'}, not localhost: anyone who can reach this machine on port "
-              f"{bound} can see the pictures and change {site.picks_path}", flush=True)
-    shown = host if is_local(host) and ":" not in host else ("127.0.0.1" if host in ("", "0.0.0.0", "::") else host)
-    shown = f"[{shown}]" if ":" in shown else shown
-    print(f"serving the review page at http://{shown}:{bound}/ (decisions are saved to {site.picks_path}; Ctrl-C stops)", flush=True)
+    for line in start_lines(host, server.server_address[1], site.picks_path):
+        print(line, flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
