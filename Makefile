@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= demo_output
 
-.PHONY: setup test demo clean-demo
+.PHONY: setup test test-browser demo clean-demo
 
 setup: $(VENV)/.installed
 
@@ -15,7 +15,11 @@ $(VENV)/.installed: requirements.txt requirements-test.txt
 	touch $@
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not browser"
+
+# The review page in a real headless Chromium: needs Debian's chromium (apt-get install chromium).
+test-browser: setup
+	$(PY) -m pytest -q -m browser
 
 demo: setup
 	PYTHON=$(PY) DEMO_DIR=$(DEMO_DIR) bash scripts/demo.sh

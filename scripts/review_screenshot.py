@@ -1,0 +1,67 @@
+"""Screenshot of a review page (BOXES_DIR/review.html) in headless Chromium, as docs/review.png is made.
+
+Needs Debian's ``chromium`` (``apt-get install chromium``) and Playwright for Python
+(``pip install playwright``; its own browser download is not needed). The browser tests call
+``open_browser`` and ``screenshot`` from here. Example::
+
+    python scripts/review_screenshot.py out/boxes/review.html docs/review.png
+"""
+
+import argparse
+import os
+import shutil
+from pathlib import Path
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+VIEWPORT = {"width": 1400, "height": 900}
+
+
+def chromium_path() -> str:
+    """The system Chromium (``COCOAUG_CHROMIUM`` overrides); its absence is an error that says what to install."""
+    path = os.environ.get("COCOAUG_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        raise SystemExit("error: chromium not found: apt-get install chromium (or set COCOAUG_CHROMIUM)")
+    return path
+
+
+def open_browser(playwright):
+    """Headless system Chromium through Playwright."""
+    return playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+
+
+def wait_ready(page):
+    """Wait until the page has read its data and drawn its first page of cards."""
+    page.wait_for_selector("body[data-ready='1']")
+
+
+def screenshot(page, png_path, keys=("l", "x", "l", "y")):
+    """Press a few keys (a picture rejected, one kept), open the per-category counts, wait for the images, save a PNG."""
+    wait_ready(page)
+    for key in keys:
+        page.keyboard.press(key)
+    page.click("#per-category summary")
+    page.evaluate("window.scrollTo(0, 0)")
+    page.wait_for_function("[...document.images].slice(0, 8).every((img) => img.complete)")
+    page.screenshot(path=str(png_path))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("page", help="BOXES_DIR/review.html, or the URL of a served page")
+    parser.add_argument("output", help="the PNG to write")
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    url = args.page if "://" in args.page else Path(args.page).resolve().as_uri()
+    with sync_playwright() as playwright:
+        browser = open_browser(playwright)
+        page = browser.new_page(viewport=VIEWPORT)
+        page.goto(url)
+        screenshot(page, args.output)
+        browser.close()
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
