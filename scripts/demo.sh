@@ -54,11 +54,12 @@ for mode in generation inpainting; do
         -a "$SAMPLE/annotations.json" --model "$MODELS/gligen-$mode" "${GLIGEN_FAST[@]}"
 done
 
-step "stage 3: draw the boxes for review (draws only what is missing)"
+step "stage 3: draw the boxes and the review page (draws only what is missing)"
 run "$PYTHON" draw_bboxes.py -g "$OUT" -p "$OUT/blip2_post.json" -i "$SAMPLE/images" -o "$OUT/boxes"
 
 step "stage 4: keep the good pictures (the demo keeps every one)"
-# A user copies the pictures worth keeping from the review folder, names and mode folders unchanged.
+# A user picks in $OUT/boxes/review.html and passes its picks.json with --picks (docs/review.md), or
+# copies the pictures worth keeping from the review folder, names and mode folders unchanged, as here.
 copied=0
 for mode in generation inpainting; do
     mkdir -p "$OUT/picked/$mode"
@@ -144,6 +145,8 @@ for mode in ("generation", "inpainting"):
     print(f"stage 2  {mode:<11} {len(manifest)} pictures, {same} of them the size of their original")
 overviews = len(list((out / "boxes" / "overview").glob("*.png")))
 print(f"stage 3  boxed copies in {out}/boxes/<mode>/, {overviews} overviews: open {out}/boxes/overview/")
+print(f"         review page: open {out}/boxes/review.html in a browser (? shows the keys), or serve it with")
+print(f"         draw_bboxes.py ... --serve to save each decision to {out}/boxes/picks.json (docs/review.md)")
 generated = [image for image in final["images"] if "source_image_id" in image]
 print(f"stage 4  annotations.json: {len(final['images']) - len(generated)} originals + {len(generated)} generated images, "
       f"{len(final['annotations'])} boxes")
