@@ -15,7 +15,8 @@ Routes (every other path is 404, directories are never listed):
 - ``POST /picks``: a whole picks file (cocoaug.picks, with the rejected pictures under
   ``"rejected"``) that replaces BOXES_DIR/picks.json, written atomically under a lock.
 
-A URL is looked up, once percent-decoded, in the table of the run's pictures; encoded dots and
+Bound to localhost, it answers only requests for 127.0.0.1, localhost or ::1 (a DNS-rebinding
+guard); a POST must come from the page's own origin. A URL is looked up, once percent-decoded, in the table of the run's pictures; encoded dots and
 slashes, ``..``, backslashes and files that resolve outside their folder (symbolic links) are
 refused with 404 before that.
 """
@@ -149,7 +150,21 @@ class ReviewHandler(BaseHTTPRequestHandler):
         if not head:
             self.wfile.write(body)
 
+    def foreign_host(self) -> bool:
+        """True (and answered with 400) when a server bound to localhost is asked for another host name:
+        a web page whose name was rebound to 127.0.0.1 (DNS rebinding) gets nothing."""
+        if not self.server.local_only:
+            return False
+        host = urlsplit("//" + self.headers.get("Host", "")).hostname or ""
+        if is_local(host):
+            return False
+        self.close_connection = True
+        self.send(400, f"requests for the host {host!r} are refused: open the page at 127.0.0.1 or localhost\n".encode())
+        return True
+
     def do_GET(self, head: bool = False):
+        if self.foreign_host():
+            return
         if self.path.split("?", 1)[0] == f"/{REVIEW_PICKS_FILE}":
             saved = self.site.saved_picks()
             if saved is None:
@@ -167,6 +182,8 @@ class ReviewHandler(BaseHTTPRequestHandler):
         self.do_GET(head=True)
 
     def do_POST(self):
+        if self.foreign_host():
+            return
         if self.path != "/picks":
             self.close_connection = True
             return self.send(404, b"not found: only POST /picks is accepted\n")
@@ -231,6 +248,7 @@ def make_server(site: ReviewSite, host: str, port: int) -> ThreadingHTTPServer:
         raise UserError(f"cannot listen there: {exc.strerror or exc}", f"--host {host} --port {port}") from None
     server.daemon_threads = True
     server.site = site
+    server.local_only = is_local(host)
     return server
 
 

@@ -41,7 +41,7 @@ def request(served, method: str, path: str, body: bytes | None = None, headers: 
     """One request with the path sent exactly as given (no normalisation); returns (status, body)."""
     host, port = served[0], served[1]
     connection = http.client.HTTPConnection(host, port, timeout=30)
-    connection.putrequest(method, path, skip_accept_encoding=True)
+    connection.putrequest(method, path, skip_host="Host" in (headers or {}), skip_accept_encoding=True)
     for key, value in (headers or {}).items():
         connection.putheader(key, value)
     if body is not None:
@@ -179,6 +179,18 @@ def test_bad_posts_get_400_with_the_reason_and_change_nothing(served, case, reas
         body, headers = json.dumps(picks_of(out, [])).encode(), {"Origin": "http://evil.example"}
     status, answer = post_picks(served, body, content_type, **headers)
     assert status == 400 and reason in answer, answer
+    assert tree_hashes(out, boxes) == before
+
+
+def test_requests_for_another_host_name_are_refused(served):
+    _, port, out, boxes, _ = served
+    before = tree_hashes(out, boxes)
+    status, body = request(served, "GET", "/", headers={"Host": f"evil.example:{port}"})
+    assert status == 400 and b"'evil.example' are refused" in body
+    body = json.dumps(picks_of(out, [])).encode()
+    headers = {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}", "Content-Type": "application/json"}
+    assert request(served, "POST", "/picks", body, headers)[0] == 400
+    assert request(served, "GET", "/", headers={"Host": f"localhost:{port}"})[0] == 200
     assert tree_hashes(out, boxes) == before
 
 
