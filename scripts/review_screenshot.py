@@ -10,6 +10,7 @@ Needs Debian's ``chromium`` (``apt-get install chromium``) and Playwright for Py
 import argparse
 import os
 import shutil
+import time
 from pathlib import Path
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -30,6 +31,16 @@ def open_browser(playwright):
     return playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
 
 
+def wait_until(page, expression: str, timeout: float = 30.0):
+    """Poll a JS expression until it is true. (Playwright's wait_for_function evaluates strings inside the
+    page, which the page's Content-Security-Policy forbids; page.evaluate goes through the debugger.)"""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"still false after {timeout} s: {expression}")
+        time.sleep(0.05)
+
+
 def wait_ready(page):
     """Wait until the page has read its data and drawn its first page of cards."""
     page.wait_for_selector("body[data-ready='1']")
@@ -42,7 +53,7 @@ def screenshot(page, png_path, keys=("l", "x", "l", "y")):
         page.keyboard.press(key)
     page.click("#per-category summary")
     page.evaluate("window.scrollTo(0, 0)")
-    page.wait_for_function("[...document.images].slice(0, 8).every((img) => img.complete)")
+    wait_until(page, "[...document.images].slice(0, 8).every((img) => img.complete)")
     page.screenshot(path=str(png_path))
 
 

@@ -23,12 +23,12 @@ from test_finalize_picks import finalize
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+from review_screenshot import open_browser, wait_until  # noqa: E402  (scripts/ is not a package)
 
 
 @pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
-    from review_screenshot import open_browser
 
     with sync_playwright() as playwright:
         chromium = open_browser(playwright)
@@ -172,7 +172,7 @@ def test_served_page_saves_every_decision_and_two_tabs_share_them(browser, run, 
         page, errors = open_page(browser, url)
         assert page.locator("#save-state").inner_text() == "no picks.json yet: the first decision writes it"
         page.locator("figure.pic img").first.scroll_into_view_if_needed()
-        page.wait_for_function("document.querySelector('figure.pic img').complete && document.querySelector('figure.pic img').naturalWidth > 0")
+        wait_until(page, "document.querySelector('figure.pic img').complete && document.querySelector('figure.pic img').naturalWidth > 0")
         keys = page_keys(page)
         page.keyboard.press("x")
         page.wait_for_selector("body[data-save-state='saved']")
@@ -180,7 +180,7 @@ def test_served_page_saves_every_decision_and_two_tabs_share_them(browser, run, 
         assert [f"{p['mode']}/{p['file_name']}" for p in saved.provenance["rejected"]] == [keys[0]]
         assert sorted(f"{p.mode}/{p.file_name}" for p in saved.picks) == sorted(f"{m}/{n}" for m, n in passed if f"{m}/{n}" != keys[0])
         page.keyboard.press("y")
-        page.wait_for_function(f"document.body.dataset.saveState === 'saved' && decisions.get({json.dumps(keys[1])}) === 'keep'")
+        wait_until(page, f"document.body.dataset.saveState === 'saved' && decisions.get({json.dumps(keys[1])}) === 'keep'")
         page.wait_for_timeout(300)
         assert keys[1] in {f"{p.mode}/{p.file_name}" for p in read_picks(boxes / REVIEW_PICKS_FILE).picks}
 
@@ -188,7 +188,7 @@ def test_served_page_saves_every_decision_and_two_tabs_share_them(browser, run, 
         page.keyboard.press("ArrowLeft")
         page.keyboard.press("Enter")
         page.keyboard.press("b")
-        page.wait_for_function("document.querySelector('#zoom img').complete && document.querySelector('#zoom img').naturalWidth > 0")
+        wait_until(page, "document.querySelector('#zoom img').complete && document.querySelector('#zoom img').naturalWidth > 0")
         assert page.get_attribute("#zoom img", "src") == "clean/" + keys[1]
         page.keyboard.press("Escape")
 
@@ -198,7 +198,7 @@ def test_served_page_saves_every_decision_and_two_tabs_share_them(browser, run, 
         second.keyboard.press("ArrowRight")
         second.keyboard.press("ArrowRight")
         second.keyboard.press("x")
-        second.wait_for_function(f"document.body.dataset.saveState === 'saved' && decisions.get({json.dumps(keys[2])}) === 'reject'")
+        wait_until(second, f"document.body.dataset.saveState === 'saved' && decisions.get({json.dumps(keys[2])}) === 'reject'")
         second.wait_for_timeout(300)
         saved = read_picks(boxes / REVIEW_PICKS_FILE)
         assert {keys[0], keys[2]} == {f"{p['mode']}/{p['file_name']}" for p in saved.provenance["rejected"]}
