@@ -253,3 +253,17 @@ def test_screenshot_is_not_blank(run, tmp_path):
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
     assert pixels.shape == (900, 1400) and pixels.std() > 20
     assert len(np.unique(pixels)) > 100  # pictures, not a flat page
+
+
+def test_a_copied_boxes_folder_shows_every_picture(browser, run, tmp_path):
+    _, boxes, _ = run
+    copied = tmp_path / "copied elsewhere" / "boxes"
+    shutil.copytree(boxes, copied)
+    page, errors = open_page(browser, (copied / "review.html").as_uri())
+    page.evaluate("document.querySelectorAll('img').forEach((img) => { img.loading = 'eager'; })")
+    wait_until(page, "[...document.images].filter((img) => img.src).every((img) => img.complete)")
+    sources = page.evaluate("[...document.images].filter((img) => img.src).map((img) => [img.getAttribute('src'), img.naturalWidth])")
+    assert len(sources) == 20  # 4 originals and 16 generated pictures
+    assert all(width > 0 for _, width in sources), [src for src, width in sources if not width]
+    assert all(not src.startswith(("/", "file:", "http")) for src, _ in sources)
+    assert not errors
