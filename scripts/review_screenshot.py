@@ -46,8 +46,8 @@ def wait_ready(page):
     page.wait_for_selector("body[data-ready='1']")
 
 
-def screenshot(page, png_path, keys=("l", "x", "l", "y")):
-    """Press a few keys (a picture rejected, one kept), open the per-category counts, wait for the images, save a PNG."""
+def screenshot(page, png_path, keys=("l", "x", "j")):
+    """Press a few keys (a failed picture rejected, focus on the next card), open the per-category counts, wait for the images, save a PNG."""
     wait_ready(page)
     for key in keys:
         page.keyboard.press(key)
