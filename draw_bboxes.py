@@ -40,7 +40,7 @@ from cocoaug.paths import refuse_same_folder, require_dir, resolve_under
 from cocoaug.picks import PASSED_PICKS_FILE, check_picks, read_picks
 from cocoaug.records import load_records
 from cocoaug.review import ReviewPicture, original_name, page_data, write_review_page
-from cocoaug.review_server import ReviewSite, serve
+from cocoaug.review_server import ReviewSite, make_server, serve
 from cocoaug.runtime import add_debug_flag, run_cli
 from cocoaug.scores import SCORES_FILE, read_scores
 
@@ -356,6 +356,10 @@ def main(args):
     items, unknown = plan_drawing(folders, records_by_id, args.prompts)
     if images_dir is not None:
         check_originals(items, records_by_id, images_dir)
+    server = None
+    if args.serve:  # take the port before drawing, so that a port in use is said at once
+        site = ReviewSite.for_stage3(boxes_dir, args.generated, folders, images_dir, items, records_by_id)
+        server = make_server(site, args.host, args.port)
 
     # 2. Draw what is missing, then the review page
     drawn_sources, kept = draw_copies(items, boxes_dir, args.overwrite)
@@ -378,9 +382,8 @@ def main(args):
     print(f"review page: {page.resolve().as_uri()}")
 
     # 3. Serve the page, saving every decision to BOXES_DIR/picks.json
-    if args.serve:
-        site = ReviewSite.for_stage3(boxes_dir, args.generated, folders, images_dir, items, records_by_id)
-        serve(site, args.host, args.port)
+    if server is not None:
+        serve(server)
 
 
 if __name__ == "__main__":

@@ -264,10 +264,10 @@ def start_lines(host: str, port: int, picks_path) -> list[str]:
     return lines
 
 
-def serve(site: ReviewSite, host: str, port: int):
-    """Serve until Ctrl-C, saying where; a warning first when others can reach the page."""
-    server = make_server(site, host, port)
-    for line in start_lines(host, server.server_address[1], site.picks_path):
+def serve(server: ThreadingHTTPServer):
+    """Serve until Ctrl-C, saying where first (and warning when others can reach the page)."""
+    host, port = server.server_address[:2]
+    for line in start_lines(host, port, server.site.picks_path):
         print(line, flush=True)
     try:
         server.serve_forever()

@@ -252,6 +252,7 @@ def test_a_port_in_use_is_one_error_line(tmp_path, stage_outputs):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == f"error: port {port} is already in use: stop the other server or pass another --port (127.0.0.1:{port})"
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "boxes").exists()  # said before anything was drawn
 
 
 def test_anything_but_localhost_is_announced():
