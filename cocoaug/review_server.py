@@ -12,8 +12,10 @@ Routes (every other path is 404, directories are never listed):
 - ``GET /<mode>/<file_name>``, ``/original/<image_id>.jpg``: what stage 3 drew in BOXES_DIR;
 - ``GET /clean/<mode>/<file_name>``: stage 2's clean picture; ``GET /source/<image_id>``: the original;
 - ``GET /picks.json``: the saved decisions (404 before the first one);
-- ``POST /picks``: a whole picks file (cocoaug.picks, with the rejected pictures under
-  ``"rejected"``) that replaces BOXES_DIR/picks.json, written atomically under a lock.
+- ``POST /picks``: a tab's whole state as a picks file (cocoaug.picks, the rejected pictures under
+  ``"rejected"``, the pictures it changed since its last save under ``"changed"``), merged into
+  BOXES_DIR/picks.json under a lock (read, merge, atomic write) and answered with the file's new
+  content.
 
 Bound to localhost, it answers only requests for 127.0.0.1, localhost or ::1 (a DNS-rebinding
 guard); a POST must come from the page's own origin. A URL is looked up, once percent-decoded, in the table of the run's pictures; encoded dots and
@@ -36,9 +38,9 @@ from urllib.parse import unquote, urlsplit
 
 import orjson
 
-from cocoaug.errors import UserError
+from cocoaug.errors import UserError, listed
 from cocoaug.paths import resolve_under
-from cocoaug.picks import REVIEW_PICKS_FILE, check_picks, parse_picks, write_picks
+from cocoaug.picks import REVIEW_PICKS_FILE, check_picks, parse_picks, read_picks, write_picks
 from cocoaug.review import REVIEW_PAGE, original_name
 
 log = logging.getLogger("cocoaug")
@@ -99,22 +101,50 @@ class ReviewSite:
         return Path(real)
 
     def save_picks(self, body: bytes) -> dict:
-        """Validate a POSTed picks file and make it BOXES_DIR/picks.json; UserError says what is wrong."""
+        """Validate a POSTed picks file and save it as BOXES_DIR/picks.json; returns the object written.
+
+        The body is a tab's whole state. With ``"changed"`` (the pictures that tab changed since its
+        last save) and a picks.json already there, only those pictures take the body's decision and
+        the others keep the saved one, so that two tabs do not undo each other's decisions.
+        UserError says what is wrong with the body.
+        """
         source = "POST /picks"
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise UserError(f"the body is not valid JSON: {exc}", source) from None
-        picks_file = parse_picks(data, source)
-        check_picks(picks_file, self.generated_dir, self.available, source)
-        rejected = parse_picks({"picks": data.get("rejected", [])}, f"{source}, 'rejected'")
-        check_picks(rejected, self.generated_dir, self.available, f"{source}, 'rejected'")
-        both = sorted(f"{p.mode}/{p.file_name}" for p in set(picks_file.picks) & set(rejected.picks))
+        keep = self._checked(parse_picks(data, source), source)
+        reject = self._checked(parse_picks({"picks": data.get("rejected", [])}, f"{source}, 'rejected'"), f"{source}, 'rejected'")
+        both = sorted(f"{p.mode}/{p.file_name}" for p in keep & reject)
         if both:
-            raise UserError(f"{len(both)} picture(s) are both kept and rejected: {', '.join(both[:10])}", source)
-        rejected_list = [{"mode": p.mode, "file_name": p.file_name} for p in rejected.picks]
+            raise UserError(f"{len(both)} picture(s) are both kept and rejected: {listed(both)}", source)
+        changed = None
+        if data.get("changed") is not None:
+            changed = self._checked(parse_picks({"picks": data["changed"]}, f"{source}, 'changed'"), f"{source}, 'changed'")
         with self.lock:
-            return write_picks(self.picks_path, picks_file.picks, self.generated_dir, source="review page", rejected=rejected_list)
+            saved = self._saved_state() if changed is not None else None
+            if saved is not None:
+                saved_keep, saved_reject = saved
+                keep = (saved_keep - changed) | (keep & changed)
+                reject = (saved_reject - changed) | (reject & changed)
+            rejected_list = [{"mode": p.mode, "file_name": p.file_name} for p in sorted(reject)]
+            return write_picks(self.picks_path, keep, self.generated_dir, source="review page", rejected=rejected_list)
+
+    def _checked(self, picks_file, source) -> set:
+        check_picks(picks_file, self.generated_dir, self.available, source)
+        return set(picks_file.picks)
+
+    def _saved_state(self) -> tuple[set, set] | None:
+        """(kept, rejected) of BOXES_DIR/picks.json, or None when there is none yet (or it is not a picks file)."""
+        if not self.picks_path.is_file():
+            return None
+        try:
+            saved = read_picks(self.picks_path)
+            rejected = parse_picks({"picks": saved.provenance.get("rejected", [])}, self.picks_path)
+        except UserError as exc:
+            log.warning("%s is replaced: %s", self.picks_path, exc.message)
+            return None
+        return set(saved.picks), set(rejected.picks)
 
     def saved_picks(self) -> bytes | None:
         with self.lock:
@@ -210,8 +240,7 @@ class ReviewHandler(BaseHTTPRequestHandler):
             document = self.site.save_picks(body)
         except UserError as exc:
             return self.send(400, (exc.message + "\n").encode())
-        answer = {"saved": len(document["picks"]), "rejected": len(document["rejected"]), "path": str(self.site.picks_path)}
-        self.send(200, orjson.dumps(answer), "application/json")
+        self.send(200, orjson.dumps(document), "application/json")
 
     def discard_body(self, length: int):
         """Read a refused body so that the client gets the answer; past DISCARD_LIMIT just close."""

@@ -164,7 +164,7 @@ def test_filters_and_sorting(browser, run):
     assert not errors
 
 
-def test_served_page_saves_every_decision_and_two_tabs_share_them(browser, run, tmp_path, sample_dataset):
+def test_served_page_saves_every_decision_and_two_tabs_merge_theirs(browser, run, tmp_path, sample_dataset):
     out, boxes, passed = run
     process, url = start_server("-g", out, "-p", out / "blip2_post.json", "-i", sample_dataset / "images", "-o", boxes,
                                 log_path=tmp_path / "server.log")
@@ -202,6 +202,17 @@ def test_served_page_saves_every_decision_and_two_tabs_share_them(browser, run, 
         second.wait_for_timeout(300)
         saved = read_picks(boxes / REVIEW_PICKS_FILE)
         assert {keys[0], keys[2]} == {f"{p['mode']}/{p['file_name']}" for p in saved.provenance["rejected"]}
+
+        # The first tab, which has not seen that decision, rejects another picture: both stay.
+        page.keyboard.press("ArrowRight")
+        page.keyboard.press("ArrowRight")
+        page.keyboard.press("x")
+        wait_until(page, f"document.body.dataset.saveState === 'saved' && decisions.get({json.dumps(keys[3])}) === 'reject'")
+        page.wait_for_timeout(300)
+        saved = read_picks(boxes / REVIEW_PICKS_FILE)
+        assert {keys[0], keys[2], keys[3]} == {f"{p['mode']}/{p['file_name']}" for p in saved.provenance["rejected"]}
+        assert decisions(page)[keys[2]] == "reject"  # the answer brought the other tab's decision
+        assert "rejected" in page.get_attribute(f"figure[data-key='{keys[2]}']", "class")
         assert not errors and not second_errors
     finally:
         code, _ = stop_server(process)

@@ -127,13 +127,37 @@ def test_a_posted_picks_file_is_saved_and_served_back(served):
     document = picks_of(out, chosen, rejected=[{"mode": m, "file_name": n} for m, n in rejected])
     status, body = post_picks(served, document)
     assert status == 200, body
-    assert json.loads(body)["saved"] == 2
+    assert json.loads(body) == json.loads((boxes / REVIEW_PICKS_FILE).read_bytes())  # the answer is the saved file
     saved = read_picks(boxes / REVIEW_PICKS_FILE)
     assert [(p.mode, p.file_name) for p in saved.picks] == sorted(chosen)
     assert saved.provenance["rejected"] == [{"mode": m, "file_name": n} for m, n in rejected]
     assert saved.generated_dir == str(out.resolve())
     status, body = request(served, "GET", "/picks.json")
     assert status == 200 and json.loads(body) == json.loads((boxes / REVIEW_PICKS_FILE).read_bytes())
+
+
+def test_changes_of_two_tabs_are_merged_not_overwritten(served):
+    _, _, out, boxes, _ = served
+    a, b = ("generation", names(out, "generation")[0]), ("inpainting", names(out, "inpainting")[0])
+    entry = lambda pick: {"mode": pick[0], "file_name": pick[1]}
+
+    def saved():
+        document = read_picks(boxes / REVIEW_PICKS_FILE)
+        return [(p.mode, p.file_name) for p in document.picks], [(e["mode"], e["file_name"]) for e in document.provenance["rejected"]]
+
+    assert post_picks(served, picks_of(out, [a]))[0] == 200  # no "changed": the whole state replaces the file
+    assert saved() == ([a], [])
+    # A second tab, opened earlier, knows nothing of a: it keeps b, and only b changes.
+    assert post_picks(served, picks_of(out, [b], changed=[entry(b)]))[0] == 200
+    assert saved() == (sorted([a, b]), [])
+    # The first tab rejects a; its stale view of b does not matter.
+    assert post_picks(served, picks_of(out, [], rejected=[entry(a)], changed=[entry(a)]))[0] == 200
+    assert saved() == ([b], [a])
+    # The second tab clears b (undecided): neither kept nor rejected.
+    status, body = post_picks(served, picks_of(out, [], changed=[entry(b)]))
+    assert status == 200 and saved() == ([], [a]) and json.loads(body)["rejected"] == [entry(a)]
+    status, body = post_picks(served, picks_of(out, [], changed=[entry(("generation", "nope.png"))]))
+    assert status == 400 and b"generation/nope.png" in body
 
 
 @pytest.mark.parametrize("case, reason", [
