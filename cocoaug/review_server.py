@@ -18,9 +18,9 @@ Routes (every other path is 404, directories are never listed):
   content.
 
 Bound to localhost, it answers only requests for 127.0.0.1, localhost or ::1 (a DNS-rebinding
-guard); a POST must come from the page's own origin. A URL is looked up, once percent-decoded, in the table of the run's pictures; encoded dots and
-slashes, ``..``, backslashes and files that resolve outside their folder (symbolic links) are
-refused with 404 before that.
+guard); a POST must come from the page's own origin. A URL is looked up, once percent-decoded,
+in the table of the run's pictures; encoded dots and slashes, ``..``, backslashes and files that
+resolve outside their folder (symbolic links) are refused with 404 before that.
 """
 
 import errno
