@@ -141,9 +141,11 @@ def render_page(data: dict) -> bytes:
 
 
 def write_review_page(boxes_dir, data: dict) -> Path:
-    """Write BOXES_DIR/review.html atomically."""
+    """Write BOXES_DIR/review.html atomically; a page that would not change is left as it is (a rerun remakes nothing)."""
     path = Path(boxes_dir) / REVIEW_PAGE
-    write_bytes_atomic(path, render_page(data))
+    html = render_page(data)
+    if not (path.is_file() and path.read_bytes() == html):
+        write_bytes_atomic(path, html)
     return path
 
 

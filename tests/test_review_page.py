@@ -117,6 +117,9 @@ def test_a_copy_is_redrawn_when_its_scores_change_and_kept_otherwise(tmp_path, s
     args = ["-g", out, "-p", out / "blip2_post.json", "-i", sample_dataset / "images", "-o", boxes]
     result = run_draw(*args)
     assert result.returncode == 0 and "drawn 0, skipped as existing 16" in result.stdout and "overviews written 0" in result.stdout
+    page_written = (boxes / "review.html").stat().st_mtime_ns  # rewritten once: this OUT_DIR is elsewhere
+    assert run_draw(*args).returncode == 0
+    assert (boxes / "review.html").stat().st_mtime_ns == page_written  # the same page is not rewritten
     scores = read_scores(out / "inpainting")
     name = sorted(scores)[0]
     scores[name]["boxes"][0]["region_clip"] = 0.99
@@ -125,6 +128,7 @@ def test_a_copy_is_redrawn_when_its_scores_change_and_kept_otherwise(tmp_path, s
     result = run_draw(*args)
     assert result.returncode == 0 and "drawn 1, skipped as existing 15" in result.stdout and "overviews written 1" in result.stdout
     assert (boxes / "inpainting" / name).read_bytes() != before
+    assert (boxes / "review.html").stat().st_mtime_ns != page_written and "0.99" in (boxes / "review.html").read_text()
 
 
 def test_the_page_embeds_every_picture_its_scores_and_the_passed_picks(scored_run):
