@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= demo_output
 
-.PHONY: setup test demo clean-demo
+.PHONY: setup test test-browser demo clean-demo
 
 setup: $(VENV)/.installed
 
@@ -19,7 +19,11 @@ $(VENV)/.installed: requirements.txt requirements-test.txt
 
 # Every test, the end-to-end ones (marked slow) included; pytest's configuration is in pyproject.toml.
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not browser"
+
+# The review page in a real headless Chromium: needs Debian's chromium (apt-get install chromium).
+test-browser: setup
+	$(PY) -m pytest -q -m browser
 
 demo: setup
 	PYTHON=$(PY) DEMO_DIR=$(DEMO_DIR) bash scripts/demo.sh

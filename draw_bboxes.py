@@ -7,13 +7,20 @@ Reads stage 2's output (``GENERATED_DIR``: its OUT_DIR holding ``generation/`` a
   under the same name as the clean file, so that you can pick from these copies and
   ``finalize_selected_images.py`` still finds the clean ones;
 - ``BOXES_DIR/overview/<image_id>.png``: per source image, the original (with ``-i``) and
-  all its generated images side by side with their boxes, to judge them at a glance.
+  all its generated images side by side with their boxes, to judge them at a glance;
+- ``BOXES_DIR/original/<image_id>.jpg`` (with ``-i``): the original with its boxes;
+- ``BOXES_DIR/review.html``: the review page (docs/review.md), one card per source image, in
+  which you keep or reject pictures with the keyboard and export ``picks.json`` for stage 4.
 
 The boxes of a generated image are those of its manifest entry (what GLIGEN was given), else
-its record's. Existing copies are kept (an interrupted run resumes) unless ``--overwrite``; an
-overview is remade when a copy of its source image was drawn in this run. Example::
+its record's. When ``score_images.py`` left ``<mode>/scores.jsonl``, a found box is outlined
+solid and a missed one dashed, each band carries the box's region score, and each overview
+panel says passed or failed and why. Existing copies are kept (an interrupted run resumes)
+unless ``--overwrite`` or their scores changed; an overview is remade when a copy of its source
+image was drawn in this run. ``--serve`` then serves the page and saves every decision to
+``BOXES_DIR/picks.json``. Example::
 
-    python draw_bboxes.py -g out -p out/blip2_post.json -i coco/train2017 -o out/boxes
+    python draw_bboxes.py -g out -p out/blip2_post.json -i coco/train2017 -o out/boxes [--serve]
 """
 
 import argparse
@@ -22,7 +29,8 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+import orjson
+from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
 from cocoaug import cli
 from cocoaug.atomic import save_image_atomic
@@ -30,8 +38,12 @@ from cocoaug.errors import UserError
 from cocoaug.generated import list_generated, mode_folders
 from cocoaug.images import open_rgb
 from cocoaug.paths import refuse_output_inside, require_dir, resolve_under
+from cocoaug.picks import PASSED_PICKS_FILE, check_picks, read_picks
 from cocoaug.records import load_records
+from cocoaug.review import ReviewPicture, original_name, page_data, write_review_page
+from cocoaug.review_server import ReviewSite, make_server, serve
 from cocoaug.runtime import run_cli
+from cocoaug.scores import SCORES_FILE, read_scores
 
 log = logging.getLogger("cocoaug")
 
@@ -45,6 +57,8 @@ PALETTE = [
     (170, 255, 195), (128, 128, 0), (255, 215, 180), (0, 0, 128), (255, 105, 180),
 ]
 OVERVIEW_HEIGHT = 320  # pixels; every panel of an overview is scaled to this height
+DRAWN_KEY = "cocoaug-drawn"  # PNG text of a boxed copy: the boxes and scores it shows
+PASSED_COLOUR, FAILED_COLOUR = (0, 120, 40), (200, 0, 0)  # the verdict line of a scored overview panel
 
 
 def category_colour(category_id: int) -> tuple[int, int, int]:
@@ -69,18 +83,28 @@ def text_colour_on(colour) -> tuple[int, int, int]:
     return (0, 0, 0) if 0.2126 * r + 0.7152 * g + 0.0722 * b > 140 else (255, 255, 255)
 
 
-def draw_boxes(image: Image.Image, boxes_xyxy_norm, category_ids, labels) -> Image.Image:
-    """A copy of ``image`` with each box outlined in its category's colour and labelled on a filled band."""
+def draw_boxes(image: Image.Image, boxes_xyxy_norm, category_ids, labels, box_scores=None) -> Image.Image:
+    """A copy of ``image`` with each box outlined in its category's colour and labelled on a filled band.
+
+    With ``box_scores`` (the ``boxes`` of a scores.jsonl line), a box the detector found has a solid
+    outline and one it did not find a dashed outline and "not found" in its band; the band also
+    carries the box's region score.
+    """
     image = image.copy()
     width, height = image.size
     line = line_width_for(width, height)
     font = ImageFont.load_default(size=font_size_for(width, height))
     draw = ImageDraw.Draw(image)
     boxes = np.asarray(boxes_xyxy_norm, dtype=np.float64).reshape(-1, 4) * [width, height, width, height]
-    for (x0, y0, x1, y1), category_id, label in zip(boxes, category_ids, labels):
+    for index, ((x0, y0, x1, y1), category_id, label) in enumerate(zip(boxes, category_ids, labels)):
         colour = category_colour(category_id)
-        draw.rectangle([x0, y0, x1, y1], outline=colour, width=line)
-        left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+        score = box_scores[index] if box_scores is not None and index < len(box_scores) else None
+        if score is not None and score.get("found") is False:
+            draw_dashed_rectangle(draw, (x0, y0, x1, y1), colour, line)
+        else:
+            draw.rectangle([x0, y0, x1, y1], outline=colour, width=line)
+        text = label + (score_text(score) if score is not None else "")
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         pad = max(1, line // 2)
         band_w, band_h = right - left + 2 * pad, bottom - top + 2 * pad
         bx = min(max(0.0, x0), max(0.0, width - band_w))
@@ -90,15 +114,54 @@ def draw_boxes(image: Image.Image, boxes_xyxy_norm, category_ids, labels) -> Ima
     return image
 
 
-def overview_panel(image: Image.Image, title: str, boxes_xyxy_norm, category_ids, labels) -> Image.Image:
-    """``image`` scaled to the overview's height, boxes drawn at that scale, under a white band with ``title``."""
+def score_text(box_score: dict) -> str:
+    """What a box's band adds to its label: the region score, and "not found" when the detector missed it."""
+    clip = box_score.get("region_clip")
+    text = f" {clip:.2f}" if isinstance(clip, (int, float)) else ""
+    return text + (" not found" if box_score.get("found") is False else "")
+
+
+def draw_dashed_rectangle(draw: ImageDraw.ImageDraw, box, colour, line: int):
+    """A rectangle outline of dashes ``line`` pixels thick, inside ``box`` as ``draw.rectangle``'s outline is."""
+    x0, y0, x1, y1 = box
+    dash, gap = 3 * line, 2 * line
+    for start in np.arange(x0, x1, dash + gap):
+        end = min(start + dash, x1)
+        draw.rectangle([start, y0, end, y0 + line - 1], fill=colour)
+        draw.rectangle([start, y1 - line + 1, end, y1], fill=colour)
+    for start in np.arange(y0, y1, dash + gap):
+        end = min(start + dash, y1)
+        draw.rectangle([x0, start, x0 + line - 1, end], fill=colour)
+        draw.rectangle([x1 - line + 1, start, x1, end], fill=colour)
+
+
+def verdict_text(score: dict | None) -> str | None:
+    """"passed" or "failed: <reasons>" for an overview panel; None for a picture without scores."""
+    if score is None or "passed" not in score:
+        return None
+    if score["passed"]:
+        return "passed"
+    reasons = "; ".join(map(str, score.get("reasons") or [])) or "no reason given"
+    return "failed: " + (reasons if len(reasons) <= 80 else reasons[:77] + "...")
+
+
+def overview_panel(image: Image.Image, title: str, boxes_xyxy_norm, category_ids, labels, score: dict | None = None,
+                   band_lines: int = 1) -> Image.Image:
+    """``image`` scaled to the overview's height, boxes drawn at that scale, under a white band with
+    ``title`` and, for a scored picture, a second line saying passed (green) or failed and why (red).
+    The band is at least ``band_lines`` lines high, so that the panels of one overview line up."""
     width = max(1, round(image.width * OVERVIEW_HEIGHT / image.height))
-    scaled = draw_boxes(image.resize((width, OVERVIEW_HEIGHT), Image.BILINEAR), boxes_xyxy_norm, category_ids, labels)
+    box_scores = score.get("boxes") if score else None
+    scaled = draw_boxes(image.resize((width, OVERVIEW_HEIGHT), Image.BILINEAR), boxes_xyxy_norm, category_ids, labels, box_scores)
     font = ImageFont.load_default(size=16)
-    band = 24
-    panel = Image.new("RGB", (max(width, round(font.getlength(title)) + 8), OVERVIEW_HEIGHT + band), "white")
+    verdict = verdict_text(score)
+    lines = [(title, (0, 0, 0))] + ([(verdict, PASSED_COLOUR if score["passed"] else FAILED_COLOUR)] if verdict else [])
+    band = 24 * max(band_lines, len(lines))
+    panel = Image.new("RGB", (max([width] + [round(font.getlength(text)) + 8 for text, _ in lines]), OVERVIEW_HEIGHT + band), "white")
     panel.paste(scaled, (0, band))
-    ImageDraw.Draw(panel).text((4, 3), title, font=font, fill=(0, 0, 0))
+    draw = ImageDraw.Draw(panel)
+    for k, (text, colour) in enumerate(lines):
+        draw.text((4, 3 + 24 * k), text, font=font, fill=colour)
     return panel
 
 
@@ -123,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_images(parser, required=False, help="folder of the original images; if given, each overview starts with the original")
     parser.add_argument("--overview", action=argparse.BooleanOptionalAction, default=True, help="write BOXES_DIR/overview/<image_id>.png (default on)")
     cli.add_overwrite(parser, help="redraw copies and overviews that exist already")
+    parser.add_argument("--serve", action="store_true", help="after drawing, serve BOXES_DIR/review.html and save every decision to BOXES_DIR/picks.json")
+    parser.add_argument("--host", default="127.0.0.1", help="with --serve: the address to listen on (default 127.0.0.1; anything but localhost lets others reach the page)")
+    parser.add_argument("--port", type=int, default=8765, help="with --serve: the port (default 8765; 0: any free port)")
     cli.add_debug(parser)
     return parser
 
@@ -131,13 +197,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def plan_drawing(folders: dict[str, Path], records_by_id: dict, prompts) -> tuple[list, int]:
-    """(generated image, boxes, category ids, labels) for every generated PNG, and how many were not made by stage 2."""
+    """(generated image, boxes, category ids, labels, scores or None) for every generated PNG, and how
+    many were not made by stage 2. Scores come from the mode folder's scores.jsonl when it exists."""
     items, unknown_count = [], 0
     for mode, folder in folders.items():
         images, unknown = list_generated(folder, mode)
+        scores = read_scores(folder)
         for name in unknown:
             log.warning("%s/%s: not a name stage 2 writes and no manifest entry: skipped", mode, name)
         unknown_count += len(unknown)
+        unscored = 0
         for image in images:
             record = records_by_id.get(image.source_image_id)
             if record is None:
@@ -149,20 +218,62 @@ def plan_drawing(folders: dict[str, Path], records_by_id: dict, prompts) -> tupl
                 raise UserError(
                     f"{mode}/{image.file_name} has {len(boxes)} boxes but the record of image_id "
                     f"{record['image_id']} has {len(record['category_ids'])}; pass the records stage 2 used", prompts)
-            items.append((image, boxes, record["category_ids"], record["labels"]))
+            score = scores.get(image.file_name)
+            unscored += bool(scores) and score is None
+            items.append((image, boxes, record["category_ids"], record["labels"], score))
+        if unscored:
+            log.warning("%s: %d picture(s) have no line in %s: drawn without scores (run score_images.py again)",
+                        mode, unscored, folder / SCORES_FILE)
     return items, unknown_count
+
+
+def drawn_key(boxes, score: dict | None) -> str:
+    """What a boxed copy shows, stored in its PNG: a copy whose scores changed since is drawn again."""
+    shown = [[box.get("found"), box.get("region_clip")] for box in score.get("boxes") or []] if score else None
+    return orjson.dumps({"boxes": boxes, "scores": shown}, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+
+
+def copy_is_current(target: Path, key: str) -> bool:
+    """An existing copy is kept unless it records that it shows other scores (copies without a record are kept)."""
+    try:
+        with Image.open(target) as image:
+            recorded = image.info.get(DRAWN_KEY)
+    except (OSError, SyntaxError, ValueError):
+        return True  # not ours to judge: --overwrite redraws it
+    return recorded is None or recorded == key
 
 
 def draw_copies(items, boxes_dir: Path, overwrite: bool) -> tuple[set, int]:
     """Write the boxed copies; return the source image ids that got a new copy, and how many existed."""
     from tqdm import tqdm
 
-    todo = [item for item in items if overwrite or not (boxes_dir / item[0].mode / item[0].file_name).exists()]
-    drawn_sources = set()
-    for image, boxes, category_ids, labels in tqdm(todo, desc="boxes", unit="image", disable=not todo):  # no empty bar on a rerun
-        save_image_atomic(boxes_dir / image.mode / image.file_name, draw_boxes(open_rgb(image.path), boxes, category_ids, labels))
+    todo = []
+    for image, boxes, category_ids, labels, score in items:
+        target = boxes_dir / image.mode / image.file_name
+        key = drawn_key(boxes, score)
+        if overwrite or not target.exists() or not copy_is_current(target, key):
+            todo.append((image, boxes, category_ids, labels, score, target, key))
+    drawn_sources, kept = set(), len(items) - len(todo)
+    for image, boxes, category_ids, labels, score, target, key in tqdm(todo, desc="boxes", unit="image", disable=not todo):
+        info = PngImagePlugin.PngInfo()
+        info.add_text(DRAWN_KEY, key)
+        box_scores = score.get("boxes") if score else None
+        save_image_atomic(target, draw_boxes(open_rgb(image.path), boxes, category_ids, labels, box_scores), pnginfo=info)
         drawn_sources.add(image.source_image_id)
-    return drawn_sources, len(items) - len(todo)
+    return drawn_sources, kept
+
+
+def draw_originals(sources, records_by_id, images_dir: Path, boxes_dir: Path, overwrite: bool) -> int:
+    """BOXES_DIR/original/<image_id>.jpg: each original with its boxes, for the review page."""
+    from tqdm import tqdm
+
+    todo = [image_id for image_id in sorted(sources) if overwrite or not (boxes_dir / original_name(image_id)).exists()]
+    for image_id in tqdm(todo, desc="originals", unit="image", disable=not todo):
+        target = boxes_dir / original_name(image_id)
+        record = records_by_id[image_id]
+        original = open_rgb(resolve_under(images_dir, record["file_name"]))
+        save_image_atomic(target, draw_boxes(original, record["bbox"], record["category_ids"], record["labels"]), quality=90)
+    return len(todo)
 
 
 def draw_overviews(items, records_by_id, images_dir, overview_dir: Path, todo: set) -> int:
@@ -174,14 +285,15 @@ def draw_overviews(items, records_by_id, images_dir, overview_dir: Path, todo: s
         by_source.setdefault(item[0].source_image_id, []).append(item)
     for image_id in tqdm(sorted(todo), desc="overviews", unit="image", disable=not todo):
         record = records_by_id[image_id]
+        band_lines = 2 if any(item[4] is not None for item in by_source[image_id]) else 1
         panels = []
         if images_dir is not None:
             original = open_rgb(resolve_under(images_dir, record["file_name"]))
             panels.append(overview_panel(original, f"original, image_id {image_id}",
-                                         record["bbox"], record["category_ids"], record["labels"]))
-        for image, boxes, category_ids, labels in sorted(by_source[image_id], key=lambda i: (i[0].mode, i[0].file_name)):
+                                         record["bbox"], record["category_ids"], record["labels"], band_lines=band_lines))
+        for image, boxes, category_ids, labels, score in sorted(by_source[image_id], key=lambda i: (i[0].mode, i[0].file_name)):
             title = f"{image.mode} #{image.variant}: {image.file_name}"
-            panels.append(overview_panel(open_rgb(image.path), title, boxes, category_ids, labels))
+            panels.append(overview_panel(open_rgb(image.path), title, boxes, category_ids, labels, score, band_lines))
         save_image_atomic(overview_dir / f"{image_id}.png", side_by_side(panels))
     return len(todo)
 
@@ -194,32 +306,73 @@ def check_originals(items, records_by_id, images_dir: Path):
             raise UserError(f"original image of image_id {image_id} not found", path)
 
 
+def passed_picks(generated, items) -> set:
+    """The (mode, file_name) pairs of score_images.py's picks_passed.json, where the review page starts from.
+
+    A picks_passed.json made for another stage-2 folder, or naming pictures not here, is left out with a warning.
+    """
+    generated = Path(generated)
+    path = next((c for c in (generated / PASSED_PICKS_FILE, generated.parent / PASSED_PICKS_FILE) if c.is_file()), None)
+    if path is None:
+        return set()
+    picks_file = read_picks(path)
+    here = generated.parent if path.parent == generated.parent else generated
+    try:
+        check_picks(picks_file, here, {(i[0].mode, i[0].file_name) for i in items}, path)
+    except UserError as exc:
+        log.warning("the review page does not start from %s: %s", path, exc.message)
+        return set()
+    return {(pick.mode, pick.file_name) for pick in picks_file.picks}
+
+
+def write_page(items, records_by_id, args, folders, images_dir, boxes_dir: Path) -> Path:
+    """BOXES_DIR/review.html with every picture, its scores and picks_passed.json's picks embedded."""
+    pictures = [ReviewPicture(i[0].mode, i[0].file_name, i[0].source_image_id, i[0].variant, i[4]) for i in items]
+    originals = {i[0].source_image_id for i in items} if images_dir is not None else set()
+    data = page_data(pictures, records_by_id, generated_dir=args.generated, boxes_dir=boxes_dir, clean_dirs=folders,
+                     images_dir=images_dir, originals=originals, kept_at_start=passed_picks(args.generated, items))
+    return write_review_page(boxes_dir, data)
+
+
 def main(args):
+    # 1. Check inputs
     folders = mode_folders(args.generated)
     records_by_id = {r["image_id"]: r for r in load_records(args.records, require_text=False)}
     images_dir = require_dir(args.images, "image folder") if args.images else None
     boxes_dir = Path(args.output)
-    written = [boxes_dir, boxes_dir / "overview", *(boxes_dir / mode for mode in folders)]
+    written = [boxes_dir, boxes_dir / "overview", boxes_dir / "original", *(boxes_dir / mode for mode in folders)]
     refuse_output_inside(written, {"image folder": images_dir, **{f"{mode} folder": folder for mode, folder in folders.items()}})
-
     items, unknown = plan_drawing(folders, records_by_id, args.records)
-    if images_dir is not None and args.overview:
+    if images_dir is not None:
         check_originals(items, records_by_id, images_dir)
-    drawn_sources, kept = draw_copies(items, boxes_dir, args.overwrite)
+    server = None
+    if args.serve:  # take the port before drawing, so that a port in use is said at once
+        site = ReviewSite.for_stage3(boxes_dir, args.generated, folders, images_dir, items, records_by_id)
+        server = make_server(site, args.host, args.port)
 
+    # 2. Draw what is missing, then the review page
+    drawn_sources, kept = draw_copies(items, boxes_dir, args.overwrite)
+    sources = {item[0].source_image_id for item in items}
+    originals = draw_originals(sources, records_by_id, images_dir, boxes_dir, args.overwrite) if images_dir is not None else 0
     overviews = 0
     if args.overview:
         overview_dir = boxes_dir / "overview"
-        sources = {item[0].source_image_id for item in items}
         todo = {i for i in sources if args.overwrite or i in drawn_sources or not (overview_dir / f"{i}.png").exists()}
         overviews = draw_overviews(items, records_by_id, images_dir, overview_dir, todo)
-        if images_dir is None:
-            log.info("overviews show the generated images only; pass -i IMAGES_DIR to put the original first")
+    if images_dir is None:
+        log.info("the overviews and the review page show the generated images only; pass -i IMAGES_DIR to add the originals")
+    page = write_page(items, records_by_id, args, folders, images_dir, boxes_dir)
 
     per_mode = {mode: sum(1 for item in items if item[0].mode == mode) for mode in folders}
+    scored = sum(1 for item in items if item[4] is not None)
     print(f"drawn {len(items) - kept}, skipped as existing {kept}, skipped (not made by stage 2) {unknown}; "
-          f"overviews written {overviews}; "
+          f"overviews written {overviews}, originals drawn {originals}; scored {scored} of {len(items)}; "
           + ", ".join(f"{mode}: {n} images" for mode, n in per_mode.items()) + f" -> {boxes_dir}")
+    print(f"review page: {page.resolve().as_uri()}")
+
+    # 3. Serve the page, saving every decision to BOXES_DIR/picks.json
+    if server is not None:
+        serve(server)
 
 
 if __name__ == "__main__":

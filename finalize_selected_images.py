@@ -15,6 +15,9 @@ clean files of ``GENERATED_DIR``. Writes
 - with ``--merge``, ``FINAL_DIR/train_augmented.json``: the whole original file plus the
   generated images, whose file names are relative to ``--images`` like the others.
 
+Instead of ``SELECTED_DIR``, ``--picks PICKS.json`` takes a picks file: the review page's export,
+the review server's ``BOXES_DIR/picks.json`` or ``score_images.py``'s ``picks_passed.json``.
+
 Example::
 
     python finalize_selected_images.py -a coco/annotations/instances_train2017.json \\
@@ -34,6 +37,7 @@ from cocoaug.errors import UserError, listed
 from cocoaug.generated import list_generated, mode_folders
 from cocoaug.images import image_size
 from cocoaug.paths import refuse_output_inside, require_dir, resolve_under
+from cocoaug.picks import check_picks, read_picks
 from cocoaug.records import check_records_match_dataset, load_records
 from cocoaug.runtime import run_cli
 
@@ -77,8 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of the original images (file_name is relative to it)")
     cli.add_generated(parser)
     cli.add_picked(parser, aliases=("-i", "--selected"),
+                   required=False,
                    help="the images you picked, bare or in <mode>/ folders, names unchanged "
                         "(-i and --selected: the old spellings, kept for old commands)")
+    parser.add_argument("--picks", metavar="PICKS.json", help="instead of --picked: a picks file (the review page's picks.json, "
+                        "BOXES_DIR/picks.json or score_images.py's picks_passed.json)")
     cli.add_output(parser, metavar="FINAL_DIR", help="images/ and annotations.json go there")
     cli.add_records(parser, required=False,
                     help="stage-1 records (blip2_post.json); if given, a generated image gets only the annotations of the boxes it was made from")
@@ -121,6 +128,17 @@ def read_selection(selected_dir: Path, folders: dict[str, Path]) -> list:
     if not chosen:
         raise UserError("no selected images: copy the images to keep into this folder", selected_dir)
     return [chosen[key] for key in sorted(chosen)]
+
+
+def read_picks_selection(picks_path, generated_dir, folders: dict[str, Path]) -> list:
+    """The generated images a picks file names, sorted by (mode, name); a picks file made for another
+    stage-2 folder, or naming pictures stage 2 did not make, is an error."""
+    picks_file = read_picks(picks_path)
+    catalogue = {(mode, image.file_name): image for mode, folder in folders.items() for image in list_generated(folder, mode)[0]}
+    check_picks(picks_file, generated_dir, set(catalogue), picks_path)
+    if not picks_file.picks:
+        raise UserError("the picks file keeps no picture", picks_path)
+    return [catalogue[(pick.mode, pick.file_name)] for pick in picks_file.picks]
 
 
 def check_selection(selection, coco, records_by_id, prompts):
@@ -265,7 +283,9 @@ def main(args):
         raise UserError("the output folder holds an earlier result; use --overwrite to replace it", annotations_path)
     coco = load_coco(args.annotations)
     images_dir = require_dir(args.images, "image folder")
-    selected_dir = require_dir(args.picked, "folder of picked images")
+    if (args.picked is None) == (args.picks is None):
+        raise UserError("pass either --picked PICKED_DIR or --picks PICKS.json", "--picked/--picks")
+    selected_dir = require_dir(args.picked, "folder of picked images") if args.picked else None
     folders = mode_folders(args.generated)
     final_images = final_dir / "images"
     written = [final_dir, final_images, *(final_images / GENERATED_SUBDIR / mode for mode in folders)]
@@ -277,7 +297,10 @@ def main(args):
         check_records_match_dataset(records, coco, args.records)
         records_by_id = {record["image_id"]: record for record in records}
 
-    selection = read_selection(selected_dir, folders)
+    if args.picks:
+        selection = read_picks_selection(args.picks, args.generated, folders)
+    else:
+        selection = read_selection(selected_dir, folders)
     check_selection(selection, coco, records_by_id, args.records)
     copies = plan_copies(selection, coco, images_dir, final_images)
     final, new_images, new_annotations = build_annotations(selection, coco, records_by_id)

@@ -43,9 +43,9 @@ def add_generated(parser, required: bool = True, help: str = "stage 2's OUT_DIR 
     parser.add_argument("-g", "--generated", dest="generated", required=required, metavar="GENERATED_DIR", help=help)
 
 
-def add_picked(parser, help: str, aliases=()):
+def add_picked(parser, help: str, aliases=(), required: bool = True):
     """``--picked PICKED_DIR``: the generated images the user chose to keep."""
-    parser.add_argument("--picked", *aliases, dest="picked", required=True, metavar="PICKED_DIR", help=help)
+    parser.add_argument("--picked", *aliases, dest="picked", required=required, metavar="PICKED_DIR", help=help)
 
 
 def add_output(parser, help: str, required: bool = True, metavar: str = "OUT_DIR"):

@@ -57,11 +57,12 @@ done
 step "quality scores: OWLv2 finds each box's object, CLIP scores its crop (scores only new or changed pictures)"
 run "$PYTHON" score_images.py -g "$OUT" -p "$OUT/blip2_post.json" --detector "$MODELS/owlv2" --clip-model "$MODELS/clip" --device cpu
 
-step "stage 3: draw the boxes for review (draws only what is missing)"
+step "stage 3: draw the boxes and the review page (draws only what is missing)"
 run "$PYTHON" draw_bboxes.py -g "$OUT" -p "$OUT/blip2_post.json" -i "$SAMPLE/images" -o "$OUT/boxes"
 
 step "stage 4: keep the good pictures (the demo keeps every one)"
-# A user copies the pictures worth keeping from the review folder, names and mode folders unchanged.
+# A user picks in $OUT/boxes/review.html and passes its picks.json with --picks (docs/review.md), or
+# copies the pictures worth keeping from the review folder, names and mode folders unchanged, as here.
 copied=0
 for mode in generation inpainting; do
     mkdir -p "$OUT/picked/$mode"
@@ -151,6 +152,8 @@ print(f"scores   {len(picks['picks'])} of {scored} pictures pass the default rul
       "(random weights: none is expected to)")
 overviews = len(list((out / "boxes" / "overview").glob("*.png")))
 print(f"stage 3  boxed copies in {out}/boxes/<mode>/, {overviews} overviews: open {out}/boxes/overview/")
+print(f"         review page: open {out}/boxes/review.html in a browser (? shows the keys), or serve it with")
+print(f"         draw_bboxes.py ... --serve to save each decision to {out}/boxes/picks.json (docs/review.md)")
 generated = [image for image in final["images"] if "source_image_id" in image]
 print(f"stage 4  annotations.json: {len(final['images']) - len(generated)} originals + {len(generated)} generated images, "
       f"{len(final['annotations'])} boxes")

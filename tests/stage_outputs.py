@@ -67,3 +67,35 @@ def make_stage_outputs(dataset_dir: Path, out_dir: Path, variants: int = 2, mani
     (out_dir / "blip2_post.json").write_bytes(orjson.dumps(records))
     make_generated(out_dir, records, dataset_dir / "images", variants=variants, manifest=manifest)
     return out_dir
+
+
+def make_scores(out_dir: Path, failing_every: int = 3) -> list[tuple[str, str]]:
+    """scores.jsonl in each mode folder as score_images.py writes it (cocoaug.scores), by hand: every
+    ``failing_every``-th picture of a folder fails with its first box not found; returns the passing
+    (mode, file_name) pairs, which are also written to OUT_DIR/picks_passed.json."""
+    from cocoaug.generated import list_generated, mode_folders
+    from cocoaug.picks import PASSED_PICKS_FILE, write_picks
+    from cocoaug.scores import write_scores
+
+    records = {r["image_id"]: r for r in orjson.loads((out_dir / "blip2_post.json").read_bytes())}
+    passed = []
+    for mode, folder in mode_folders(out_dir).items():
+        entries = []
+        for k, image in enumerate(list_generated(folder, mode)[0]):
+            record = records[image.source_image_id]
+            ok = k % failing_every != failing_every - 1
+            clip = round(0.15 + 0.01 * k, 3)
+            boxes = [{"label": label, "category_id": category_id, "box": box, "found": ok or b > 0, "best_iou": 0.7 if ok or b else 0.1,
+                      "detector_score": 0.4, "region_clip": clip, "region_clip_percentile": 0.5}
+                     for b, (label, category_id, box) in enumerate(zip(record["labels"], record["category_ids"], record["bbox"]))]
+            found = sum(box["found"] for box in boxes)
+            entries.append({"file_name": image.file_name, "mode": mode, "source_image_id": image.source_image_id, "sha256": "0" * 64,
+                            "boxes": boxes, "box_recall": found / len(boxes), "min_region_clip": clip, "caption_clip": 0.3,
+                            "extra_objects": 0, "region_clip_percentile": 0.5, "passed": ok,
+                            "reasons": [] if ok else [f"box 0 ({record['labels'][0]}) not found"],
+                            "detector": "tiny", "clip_model": "tiny"})
+            if ok:
+                passed.append((mode, image.file_name))
+        write_scores(folder, entries)
+    write_picks(out_dir / PASSED_PICKS_FILE, passed, out_dir, source="score_images.py")
+    return passed

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from cocoaug.review import read_page_data
+
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ("generation", "inpainting")
 SELECTED_IDS = [101, 102, 105, 106, 110, 111, 117]  # the sample set's default selection (make_sample_dataset.py)
@@ -50,6 +52,7 @@ def test_every_stage_ran_and_reused_the_sample_set_and_models(demo):
     assert "drawn 14, skipped as existing 0" in run.stdout
     assert "scored 14, reused 0 unchanged" in run.stdout and "pictures pass the default rule" in run.stdout
     assert (demo_dir / "out" / "score_summary.csv").is_file() and (demo_dir / "out" / "picks_passed.json").is_file()
+    assert f"review page: open {demo_dir / 'out' / 'boxes' / 'review.html'} in a browser" in run.stdout
     assert "selected 14 generated images (generation 7, inpainting 7) from 7 originals" in run.stdout
     assert "stage 4  annotations.json: 7 originals + 14 generated images" in run.stdout
 
@@ -70,6 +73,8 @@ def test_generated_pictures_have_their_originals_sizes_and_boxes(demo):
                 assert picture.size == size_of[source], (mode, entry["file_name"])
             assert (out / "boxes" / mode / entry["file_name"]).is_file()
     assert sorted(p.stem for p in (out / "boxes" / "overview").glob("*.png")) == sorted(map(str, SELECTED_IDS))
+    page = read_page_data(out / "boxes" / "review.html")
+    assert [card["id"] for card in page["cards"]] == SELECTED_IDS and all((out / "boxes" / card["original"]).is_file() for card in page["cards"])
 
 
 def test_final_annotations_load_in_pycocotools_with_the_originals_boxes(demo):

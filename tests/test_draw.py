@@ -155,7 +155,7 @@ def test_one_mode_folder_boxes_from_manifest_and_any_image_mode(tmp_path, stage_
     boxes = tmp_path / "boxes"
     result = run_draw("-g", folder, "-p", out / "blip2_post.json", "-o", boxes)
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in boxes.iterdir()) == ["generation", "overview"]
+    assert sorted(p.name for p in boxes.iterdir()) == ["generation", "overview", "review.html"]
     assert "skipped (not made by stage 2) 1" in result.stdout and "notes.png" in result.stderr
     drawn = Image.open(boxes / "generation" / moved["file_name"])
     w, h = drawn.size
