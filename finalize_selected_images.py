@@ -4,21 +4,28 @@ You copied the images worth keeping into ``SELECTED_DIR``: clean files or the bo
 stage 3, names unchanged, either inside their mode folder (``SELECTED_DIR/generation/3_0101.png``,
 always unambiguous) or bare (``SELECTED_DIR/3_0101.png``, accepted when only one mode folder of
 ``GENERATED_DIR`` has that name). Only the names are read: the images written are always the
-clean files of ``GENERATED_DIR``. Writes
+clean files of ``GENERATED_DIR``. ``FINAL_DIR`` is a dataset root: every ``file_name`` of its
+COCO files is relative to ``FINAL_DIR/images/``, without ``..``. Writes
 
-- ``FINAL_DIR/images/``: the originals of the picked images (their relative paths kept) and the
-  picked images under ``generated/<mode>/<name>``;
-- ``FINAL_DIR/annotations.json``: COCO with the original categories, the originals with their
-  own ids and annotations, and each generated image under a new id (above every image id of the
-  original file) with its source image's annotations copied under new ids, plus its provenance
-  (``source_image_id``, ``generation_mode``, ``seed``, ``variant``, ``prompt``);
-- with ``--merge``, ``FINAL_DIR/train_augmented.json``: the whole original file plus the
-  generated images, whose file names are relative to ``--original_data_root`` like the others.
+- ``FINAL_DIR/images/original/``: the originals, their relative paths kept (``--originals``:
+  hard links by default, or copies, or one symbolic link to the original image folder);
+- ``FINAL_DIR/images/generated/<mode>/<mode>_<name>``: the picked images, copied; the mode
+  prefix makes every base name unique, for converters that name label files by base name;
+- ``FINAL_DIR/annotations.json``: COCO with the original categories, the originals of the picked
+  images with their own ids and annotations, and each generated image under a new id (above
+  every image id of the original file) with its source image's annotations copied under new
+  ids (``area`` = box area, ``segmentation`` = the box as a polygon, ``iscrowd`` kept), plus its
+  provenance (``source_image_id``, ``generation_mode``, ``seed``, ``variant``, ``prompt``);
+- with ``--merge``, ``FINAL_DIR/train_augmented.json``: the whole original file (file names
+  under ``original/``) plus the generated images;
+- with ``--yolo``, an Ultralytics dataset beside it: ``FINAL_DIR/labels/`` mirroring
+  ``images/``, one image list per COCO file (``annotations.txt``, ``train_augmented.txt``) and
+  ``data.yaml`` (class k = the k-th category by id; crowd boxes left out).
 
 Example::
 
     python finalize_selected_images.py --original_annotation coco/annotations/instances_train2017.json \\
-        --original_data_root coco/train2017 -g out -i out/selected -o out/final --merge
+        --original_data_root coco/train2017 -g out -i out/selected -o out/final --merge --yolo
 """
 
 import argparse
@@ -35,10 +42,13 @@ from cocoaug.images import image_size
 from cocoaug.paths import refuse_same_folder, require_dir, resolve_under
 from cocoaug.records import check_records_match_dataset, load_records
 from cocoaug.runtime import add_debug_flag, run_cli
+from cocoaug.yolo import DATA_YAML, write_yolo_dataset
 
 log = logging.getLogger("cocoaug")
 LISTED = 10  # names shown in an error about the selection
+ORIGINAL_SUBDIR = "original"  # under FINAL_DIR/images/
 GENERATED_SUBDIR = "generated"  # under FINAL_DIR/images/
+ORIGINALS_CHOICES = ("hardlink", "copy", "symlink")
 
 
 # ---------------------------------------------------------------- what a user may edit
@@ -54,13 +64,15 @@ def provenance(image, record) -> dict:
 
 
 def copied_annotation(annotation: dict, new_id: int, image_id: int) -> dict:
-    """A source annotation for a generated image: same category, bbox, area and iscrowd.
+    """A source annotation for a generated image: same category, bbox and iscrowd.
 
-    The object's outline in the new picture is not known, so ``segmentation`` is the box as a polygon.
+    The object's outline in the new picture is not known: ``segmentation`` is the box as a polygon
+    and ``area`` the box's area (the source's ``area`` is its mask's, which the new picture does
+    not have). A crowd box stays a crowd box: a region trainers and COCOeval ignore.
     """
     x, y, w, h = annotation["bbox"]
     return {"id": new_id, "image_id": image_id, "category_id": annotation["category_id"], "bbox": annotation["bbox"],
-            "area": annotation.get("area", w * h), "iscrowd": annotation.get("iscrowd", 0),
+            "area": w * h, "iscrowd": annotation.get("iscrowd", 0),
             "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]]}
 
 
@@ -83,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-p", "--prompts", help="stage-1 records (blip2_post.json); if given, a generated image gets only the annotations of the boxes it was made from")
     parser.add_argument("--merge", action="store_true", help="also write FINAL_DIR/train_augmented.json: the whole original file plus the generated images")
     parser.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run")
+    parser.add_argument("--originals", choices=ORIGINALS_CHOICES, default="hardlink",
+                        help="how FINAL_DIR/images/original/ holds the originals: hard links (no extra disk; same file "
+                             "system), copies, or one symbolic link to the original image folder (Windows: admin or "
+                             "Developer Mode; supervision refuses it)")
+    parser.add_argument("--yolo", action="store_true", help="also write an Ultralytics dataset: FINAL_DIR/labels/, the "
+                                                             "image lists and FINAL_DIR/data.yaml")
     add_debug_flag(parser)
     return parser
 
@@ -164,7 +182,7 @@ def build_annotations(selection, coco, records_by_id) -> tuple[dict, list, list]
             sources = [a for a in sources if a["id"] in used]
         elif image.entry and "boxes" in image.entry and len(image.entry["boxes"]) < len(sources):
             fewer_boxes += 1
-        entry = {"id": next_image_id, "file_name": f"{GENERATED_SUBDIR}/{image.mode}/{image.file_name}",
+        entry = {"id": next_image_id, "file_name": generated_file_name(image),
                  "width": source["width"], "height": source["height"]}
         entry.update(provenance(image, record))
         new_images.append(entry)
@@ -177,7 +195,7 @@ def build_annotations(selection, coco, records_by_id) -> tuple[dict, list, list]
                     "were copied: pass -p OUT_DIR/blip2_post.json to copy only the boxes each was made from", fewer_boxes)
 
     source_ids = {image.source_image_id for image in selection}
-    originals = [image for image in coco.images if image["id"] in source_ids]
+    originals = [with_original_file_name(image) for image in coco.images if image["id"] in source_ids]
     final = {key: value for key, value in coco.data.items() if key not in ("images", "annotations", "categories")}
     final["images"] = originals + new_images
     final["annotations"] = [a for a in coco.annotations if a["image_id"] in source_ids] + new_annotations
@@ -185,63 +203,99 @@ def build_annotations(selection, coco, records_by_id) -> tuple[dict, list, list]
     return final, new_images, new_annotations
 
 
-def merged_file(coco, new_images, new_annotations, images_root: Path, final_images: Path) -> dict:
-    """The whole original file plus the generated images, their file names relative to the original image root."""
+def generated_file_name(image) -> str:
+    """Where a picked image goes under FINAL_DIR/images/: its mode folder, its name prefixed by the mode."""
+    return f"{GENERATED_SUBDIR}/{image.mode}/{image.mode}_{image.file_name}"
+
+
+def with_original_file_name(image: dict) -> dict:
+    """An original image's entry with its file_name under FINAL_DIR/images/original/."""
+    return {**image, "file_name": f"{ORIGINAL_SUBDIR}/{image['file_name'].replace(chr(92), '/')}"}
+
+
+def merged_file(coco, new_images, new_annotations) -> dict:
+    """The whole original file plus the generated images, every file name relative to FINAL_DIR/images/."""
     merged = dict(coco.data)
-    rebased = []
-    for entry in new_images:
-        target = final_images / entry["file_name"]
-        try:
-            file_name = Path(os.path.relpath(target.resolve(), images_root.resolve())).as_posix()
-        except ValueError:  # another drive on Windows: no relative path exists
-            file_name = str(target.resolve())
-        rebased.append({**entry, "file_name": file_name})
-    merged["images"] = coco.images + rebased
+    merged["images"] = [with_original_file_name(image) for image in coco.images] + new_images
     merged["annotations"] = coco.annotations + new_annotations
     return merged
 
 
-def plan_copies(selection, coco, images_dir: Path, final_images: Path) -> list[tuple[Path, Path]]:
-    """(source file, target) for every original and generated image; missing originals are an error."""
-    copies = []
-    for image_id in sorted({image.source_image_id for image in selection}):
+def plan_originals(image_ids, coco, images_dir: Path, final_images: Path, check_ids) -> list[tuple[Path, Path]]:
+    """(original file, its place under FINAL_DIR/images/original/) for each image id; one of ``check_ids`` missing is an error."""
+    pairs = []
+    for image_id in sorted(image_ids):
         file_name = coco.image_by_id[image_id]["file_name"]
         source = resolve_under(images_dir, file_name)
-        if not source.is_file():
+        if image_id in check_ids and not source.is_file():
             raise UserError(f"original image of image_id {image_id} not found", source)
-        copies.append((source, resolve_under(final_images, file_name)))
-    for image in selection:
-        copies.append((image.path, final_images / GENERATED_SUBDIR / image.mode / image.file_name))
-    targets = [target for _, target in copies]
-    if len(set(targets)) != len(targets):
-        raise UserError(f"an original image's file_name starts with '{GENERATED_SUBDIR}/' like the generated ones; "
-                        "rename that folder in the annotation file", coco.path)
-    return copies
+        pairs.append((source, final_images / ORIGINAL_SUBDIR / file_name.replace("\\", "/")))
+    return pairs
 
 
-def copy_images(copies, overwrite: bool) -> int:
-    """Copy each file atomically; a target already equal in size and time is kept (resume). Returns how many were copied."""
+def place_originals(pairs, images_dir: Path, final_images: Path, how: str) -> int:
+    """Hard-link, copy or symlink the originals into FINAL_DIR/images/original/. Returns how many files were written."""
+    link = final_images / ORIGINAL_SUBDIR
+    if how == "symlink":
+        target = os.path.abspath(images_dir)
+        if link.is_symlink() and os.readlink(link) == target:
+            return 0
+        if link.exists() and not link.is_symlink():
+            raise UserError("holds the files of a run with --originals hardlink or copy; remove it to link the "
+                            "original image folder instead", link)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        tmp = link.with_name(f".{link.name}.tmp")
+        if tmp.is_symlink():
+            tmp.unlink()
+        try:
+            os.symlink(target, tmp, target_is_directory=True)
+        except OSError as exc:  # Windows without admin rights or Developer Mode
+            raise UserError(f"cannot create a symbolic link ({exc.strerror}); use --originals hardlink or copy", link) from None
+        os.replace(tmp, link)
+        return 1
+    if link.is_symlink():
+        link.unlink()  # left by --originals symlink: removing the link leaves the originals untouched
+    return copy_images(pairs, overwrite=False, hardlink=how == "hardlink", desc=f"{how} originals")
+
+
+def copy_images(copies, overwrite: bool, hardlink: bool = False, desc: str = "copy") -> int:
+    """Copy (or hard-link) each file atomically; a target already in place is kept (resume). Returns how many were written."""
     from tqdm import tqdm
 
-    copied = 0
-    for source, target in tqdm(copies, desc="copy", unit="image"):
+    written = 0
+    for source, target in tqdm(copies, desc=desc, unit="image"):
         if target.exists() and not overwrite:
+            if hardlink and os.path.samefile(source, target):
+                continue
             s, t = source.stat(), target.stat()
-            if s.st_size == t.st_size and int(s.st_mtime) == int(t.st_mtime):
+            if not hardlink and s.st_size == t.st_size and int(s.st_mtime) == int(t.st_mtime):
                 continue
         with atomic_path(target) as tmp:
-            shutil.copy2(source, tmp)
-        copied += 1
-    return copied
+            if hardlink:
+                tmp.unlink()  # os.link makes the name itself
+                try:
+                    os.link(source, tmp)
+                except OSError as exc:
+                    raise UserError(f"cannot hard-link the originals into FINAL_DIR ({exc.strerror}): they must be on "
+                                    "the same file system; use --originals copy or symlink", target) from None
+            else:
+                shutil.copy2(source, tmp)
+        written += 1
+    return written
 
 
-def warn_stale_files(final_images: Path, final: dict):
-    listed = {entry["file_name"] for entry in final["images"]}
-    stale = [p.relative_to(final_images).as_posix() for p in sorted(final_images.rglob("*"))
-             if p.is_file() and not p.name.startswith(".") and p.relative_to(final_images).as_posix() not in listed]
+def warn_stale_files(final_images: Path, outputs: dict[str, dict]):
+    """Warn about files under FINAL_DIR/images/ that no output file lists (a linked original folder is not searched)."""
+    listed = {entry["file_name"] for data in outputs.values() for entry in data["images"]}
+    stale = []
+    for folder, subfolders, files in os.walk(final_images):  # os.walk does not enter a symbolic link
+        for name in sorted(files):
+            relative = (Path(folder) / name).relative_to(final_images).as_posix()
+            if not name.startswith(".") and relative not in listed:
+                stale.append(relative)
     if stale:
-        log.warning("%d file(s) in %s are not in annotations.json (left from an earlier selection?); remove them "
-                    "before training on the folder: %s", len(stale), final_images, _listed(stale))
+        log.warning("%d file(s) in %s are not in %s (left from an earlier selection?); remove them before training "
+                    "on the folder: %s", len(stale), final_images, " or ".join(outputs), _listed(sorted(stale)))
 
 
 def print_summary(coco, outputs: dict[str, dict], selection, copied: int):
@@ -274,6 +328,7 @@ def main(args):
     final_images = final_dir / "images"
     refuse_same_folder(final_dir, images_dir, selected_dir, args.generated, *folders.values())
     refuse_same_folder(final_images, images_dir)
+    refuse_same_folder(final_images / ORIGINAL_SUBDIR, images_dir)
     for mode, folder in folders.items():
         refuse_same_folder(final_images / GENERATED_SUBDIR / mode, folder)
     records_by_id = {}
@@ -284,18 +339,25 @@ def main(args):
 
     selection = read_selection(selected_dir, folders)
     check_selection(selection, coco, records_by_id, args.prompts)
-    copies = plan_copies(selection, coco, images_dir, final_images)
     final, new_images, new_annotations = build_annotations(selection, coco, records_by_id)
-
-    copied = copy_images(copies, args.overwrite)
     outputs = {"annotations.json": final}
     if args.merge:
-        merged = merged_file(coco, new_images, new_annotations, images_dir, final_images)
-        write_json_atomic(final_dir / "train_augmented.json", merged)
-        outputs["train_augmented.json"] = merged
-    write_json_atomic(annotations_path, final)  # last: its presence marks a finished run
-    warn_stale_files(final_images, final)
+        outputs["train_augmented.json"] = merged_file(coco, new_images, new_annotations)
+    # The originals FINAL_DIR/images/original/ must hold: those of the picked images, or all with --merge.
+    original_ids = set(coco.image_by_id) if args.merge else {image.source_image_id for image in selection}
+    must_exist = {image.source_image_id for image in selection} if args.originals == "symlink" else original_ids
+    originals = plan_originals(original_ids, coco, images_dir, final_images, must_exist)
+    generated = [(image.path, final_images / entry["file_name"]) for image, entry in zip(selection, new_images)]
+
+    copied = place_originals(originals, images_dir, final_images, args.originals) + copy_images(generated, args.overwrite)
+    if args.yolo:
+        yolo = write_yolo_dataset(final_dir, outputs, train=list(outputs)[-1])
+    for name, data in reversed(outputs.items()):  # annotations.json last: its presence marks a finished run
+        write_json_atomic(final_dir / name, data)
+    warn_stale_files(final_images, outputs)
     print_summary(coco, outputs, selection, copied)
+    if args.yolo:
+        print(f"YOLO dataset {final_dir / DATA_YAML}: " + ", ".join(f"{key} {value}" for key, value in yolo.items()))
 
 
 if __name__ == "__main__":
