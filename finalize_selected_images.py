@@ -328,7 +328,8 @@ def main(args):
     final_images = final_dir / "images"
     refuse_same_folder(final_dir, images_dir, selected_dir, args.generated, *folders.values())
     refuse_same_folder(final_images, images_dir)
-    refuse_same_folder(final_images / ORIGINAL_SUBDIR, images_dir)
+    if not (final_images / ORIGINAL_SUBDIR).is_symlink():  # our own link to images_dir is no clash
+        refuse_same_folder(final_images / ORIGINAL_SUBDIR, images_dir)
     for mode, folder in folders.items():
         refuse_same_folder(final_images / GENERATED_SUBDIR / mode, folder)
     records_by_id = {}

@@ -344,3 +344,46 @@ def test_two_images_on_one_label_file_is_an_error(tmp_path):
     with pytest.raises(UserError, match="share the label file labels/original/a.txt"):
         write_yolo_dataset(tmp_path, {"annotations.json": data}, train="annotations.json")
     assert not (tmp_path / "labels").exists()
+
+
+def run_finalize(dataset: Path, out: Path, selected: Path, final: Path, *flags):
+    args = ["--original_annotation", dataset / "annotations.json", "--original_data_root", dataset / "images",
+            "-g", out, "-i", selected, "-o", final, *flags]
+    return subprocess.run([sys.executable, str(ROOT / "finalize_selected_images.py"), *map(str, args)],
+                          capture_output=True, text=True, cwd=ROOT)
+
+
+def test_originals_copy_link_and_switching_between_them(tmp_path, sample_dataset, stage_outputs):
+    selected = tmp_path / "selected"
+    shutil.copytree(stage_outputs / "inpainting", selected / "inpainting", ignore=shutil.ignore_patterns("*.jsonl"))
+    final = tmp_path / "final"
+    sources = {image["source_image_id"] for image in [json.loads(line) for line in
+               (stage_outputs / "inpainting" / "manifest.jsonl").read_text().splitlines()]}
+    original = {i["id"]: i for i in load(sample_dataset / "annotations.json")["images"]}
+    nlinks = {p: p.stat().st_nlink for p in (sample_dataset / "images").rglob("*") if p.is_file()}
+
+    result = run_finalize(sample_dataset, stage_outputs, selected, final, "--originals", "copy")
+    assert result.returncode == 0, result.stderr
+    copies = sorted(p.relative_to(final / "images" / "original").as_posix() for p in (final / "images" / "original").rglob("*.*"))
+    assert copies == sorted(original[i]["file_name"] for i in sources)  # without --merge: the sources only
+    for name in copies:
+        copy, source = final / "images" / "original" / name, sample_dataset / "images" / name
+        assert copy.read_bytes() == source.read_bytes() and not os.path.samefile(copy, source)
+
+    result = run_finalize(sample_dataset, stage_outputs, selected, final, "--originals", "symlink", "--overwrite")
+    assert result.returncode == 2 and "remove it to link the original image folder" in result.stderr
+
+    shutil.rmtree(final / "images" / "original")
+    result = run_finalize(sample_dataset, stage_outputs, selected, final, "--originals", "symlink", "--overwrite")
+    assert result.returncode == 0, result.stderr
+    assert os.readlink(final / "images" / "original") == str(sample_dataset / "images")
+
+    result = run_finalize(sample_dataset, stage_outputs, selected, final, "--overwrite", "--merge")  # back to hard links
+    assert result.returncode == 0, result.stderr
+    assert not (final / "images" / "original").is_symlink()
+    for image in load(final / "train_augmented.json")["images"][: len(original)]:
+        assert os.path.samefile(final / "images" / image["file_name"], sample_dataset / "images" / image["file_name"][len("original/"):])
+    assert {p: p.stat().st_nlink for p in nlinks} == {p: n + 1 for p, n in nlinks.items()}  # one more name each, no change
+    result = run_finalize(sample_dataset, stage_outputs, selected, final, "--overwrite", "--merge")
+    assert result.returncode == 0 and f"files copied {len(selected_files := list(selected.rglob('*.png')))}" in result.stdout
+    assert len(selected_files) == len(sources) * 2  # a rerun links no original again; the picked ones are recopied
