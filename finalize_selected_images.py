@@ -42,7 +42,7 @@ from cocoaug.images import image_size
 from cocoaug.paths import refuse_same_folder, require_dir, resolve_under
 from cocoaug.records import check_records_match_dataset, load_records
 from cocoaug.runtime import add_debug_flag, run_cli
-from cocoaug.yolo import DATA_YAML, write_yolo_dataset
+from cocoaug.yolo import DATA_YAML, write_yolo_dataset, yolo_labels
 
 log = logging.getLogger("cocoaug")
 LISTED = 10  # names shown in an error about the selection
@@ -350,15 +350,18 @@ def main(args):
     originals = plan_originals(original_ids, coco, images_dir, final_images, must_exist)
     generated = [(image.path, final_images / entry["file_name"]) for image, entry in zip(selection, new_images)]
 
+    if args.yolo:
+        labels, yolo_counts = yolo_labels(outputs)
+
     copied = place_originals(originals, images_dir, final_images, args.originals) + copy_images(generated, args.overwrite)
     if args.yolo:
-        yolo = write_yolo_dataset(final_dir, outputs, train=list(outputs)[-1])
+        write_yolo_dataset(final_dir, outputs, labels, train=list(outputs)[-1])
     for name, data in reversed(outputs.items()):  # annotations.json last: its presence marks a finished run
         write_json_atomic(final_dir / name, data)
     warn_stale_files(final_images, outputs)
     print_summary(coco, outputs, selection, copied)
     if args.yolo:
-        print(f"YOLO dataset {final_dir / DATA_YAML}: " + ", ".join(f"{key} {value}" for key, value in yolo.items()))
+        print(f"YOLO dataset {final_dir / DATA_YAML}: " + ", ".join(f"{key} {value}" for key, value in yolo_counts.items()))
 
 
 if __name__ == "__main__":

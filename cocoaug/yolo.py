@@ -60,15 +60,12 @@ def label_file_name(file_name: str) -> str:
     return path.with_suffix(".txt").as_posix()
 
 
-def write_yolo_dataset(dataset_root: Path, outputs: dict[str, dict], train: str) -> dict:
-    """Write labels/, one image list per COCO file of ``outputs`` and data.yaml (training on ``train``'s list).
-
-    Returns counts: label files written, boxes written, boxes left out by reason.
-    """
-    dataset_root = Path(dataset_root)
+def yolo_labels(outputs: dict[str, dict]) -> tuple[dict[str, bytes], dict]:
+    """The label file of every image of the COCO files in ``outputs``: {label file name: content}, and counts
+    (boxes written, boxes left out by reason). Two images on one label file are an error."""
     categories = next(iter(outputs.values()))["categories"]
     class_of = class_indices(categories)
-    labels: dict[str, str] = {}  # label file name -> image file_name, to refuse two images on one label
+    image_of_label: dict[str, str] = {}
     contents: dict[str, bytes] = {}
     skipped = Counter()
     boxes = 0
@@ -78,19 +75,27 @@ def write_yolo_dataset(dataset_root: Path, outputs: dict[str, dict], train: str)
             annotations_of.setdefault(annotation["image_id"], []).append(annotation)
         for image in data["images"]:
             label = label_file_name(image["file_name"])
-            if labels.setdefault(label, image["file_name"]) != image["file_name"]:
-                raise UserError(f"two images would share the label file labels/{label}: {labels[label]} and "
+            if image_of_label.setdefault(label, image["file_name"]) != image["file_name"]:
+                raise UserError(f"two images would share the label file labels/{label}: {image_of_label[label]} and "
                                 f"{image['file_name']}; rename one", image["file_name"])
-            if label in contents:
+            if label in contents:  # the same image in both files
                 continue
             lines = label_lines(image, annotations_of.get(image["id"], []), class_of, skipped)
             boxes += len(lines)
             contents[label] = "".join(line + "\n" for line in lines).encode()
+    return contents, {"label files": len(contents), "boxes": boxes, **{f"{k} boxes left out": v for k, v in skipped.items()}}
 
+
+def write_yolo_dataset(dataset_root: Path, outputs: dict[str, dict], labels: dict[str, bytes], train: str) -> int:
+    """Write labels/, one image list per COCO file of ``outputs`` and data.yaml (training on ``train``'s list).
+
+    Returns how many label files were written (those already right are kept).
+    """
     from tqdm import tqdm
 
+    dataset_root = Path(dataset_root)
     written = 0
-    for label, content in tqdm(sorted(contents.items()), desc="YOLO labels", unit="file"):
+    for label, content in tqdm(sorted(labels.items()), desc="YOLO labels", unit="file"):
         path = dataset_root / "labels" / label
         if not (path.is_file() and path.read_bytes() == content):
             # Renamed into place but not fsynced one by one: COCO has 118k images, and a rerun
@@ -101,8 +106,10 @@ def write_yolo_dataset(dataset_root: Path, outputs: dict[str, dict], train: str)
     for name, data in outputs.items():
         listing = "".join(f"./images/{image['file_name']}\n" for image in data["images"])
         write_bytes_atomic(dataset_root / Path(name).with_suffix(".txt"), listing.encode())
-    write_bytes_atomic(dataset_root / DATA_YAML, data_yaml(categories, class_of, Path(train).with_suffix(".txt").name).encode())
-    return {"label files": len(contents), "written": written, "boxes": boxes, **{f"{k} boxes left out": v for k, v in skipped.items()}}
+    categories = next(iter(outputs.values()))["categories"]
+    yaml = data_yaml(categories, class_indices(categories), Path(train).with_suffix(".txt").name)
+    write_bytes_atomic(dataset_root / DATA_YAML, yaml.encode())
+    return written
 
 
 def data_yaml(categories: list[dict], class_of: dict[int, int], train_list: str) -> str:

@@ -336,14 +336,16 @@ def test_docs_include_the_recipes_verbatim():
 
 def test_two_images_on_one_label_file_is_an_error(tmp_path):
     from cocoaug.errors import UserError
-    from cocoaug.yolo import write_yolo_dataset
+    from cocoaug.yolo import yolo_labels
 
     data = {"images": [{"id": 1, "file_name": "original/a.jpg", "width": 10, "height": 10},
                        {"id": 2, "file_name": "original/a.png", "width": 10, "height": 10}],
             "annotations": [], "categories": [{"id": 1, "name": "ball"}]}
     with pytest.raises(UserError, match="share the label file labels/original/a.txt"):
-        write_yolo_dataset(tmp_path, {"annotations.json": data}, train="annotations.json")
-    assert not (tmp_path / "labels").exists()
+        yolo_labels({"annotations.json": data})
+    data["images"][1]["file_name"] = "original/images/b.png"
+    with pytest.raises(UserError, match="hides the label files from Ultralytics"):
+        yolo_labels({"annotations.json": data})
 
 
 def run_finalize(dataset: Path, out: Path, selected: Path, final: Path, *flags):
