@@ -210,7 +210,8 @@ def generated_file_name(image) -> str:
 
 def with_original_file_name(image: dict) -> dict:
     """An original image's entry with its file_name under FINAL_DIR/images/original/."""
-    return {**image, "file_name": f"{ORIGINAL_SUBDIR}/{image['file_name'].replace(chr(92), '/')}"}
+    file_name = image["file_name"].replace("\\", "/")
+    return {**image, "file_name": f"{ORIGINAL_SUBDIR}/{file_name}"}
 
 
 def merged_file(coco, new_images, new_annotations) -> dict:
