@@ -4,24 +4,31 @@ You copied the images worth keeping into ``PICKED_DIR``: clean files or the boxe
 stage 3, names unchanged, either inside their mode folder (``PICKED_DIR/generation/3_0101.png``,
 always unambiguous) or bare (``PICKED_DIR/3_0101.png``, accepted when only one mode folder of
 ``GENERATED_DIR`` has that name). Only the names are read: the images written are always the
-clean files of ``GENERATED_DIR``. Writes
+clean files of ``GENERATED_DIR``. ``FINAL_DIR`` is a dataset root: every ``file_name`` of its
+COCO files is relative to ``FINAL_DIR/images/``, without ``..``. Writes
 
-- ``FINAL_DIR/images/``: the originals of the picked images (their relative paths kept) and the
-  picked images under ``generated/<mode>/<name>``;
-- ``FINAL_DIR/annotations.json``: COCO with the original categories, the originals with their
-  own ids and annotations, and each generated image under a new id (above every image id of the
-  original file) with its source image's annotations copied under new ids, plus its provenance
-  (``source_image_id``, ``generation_mode``, ``seed``, ``variant``, ``prompt``);
-- with ``--merge``, ``FINAL_DIR/train_augmented.json``: the whole original file plus the
-  generated images, whose file names are relative to ``--images`` like the others.
-
-Instead of ``SELECTED_DIR``, ``--picks PICKS.json`` takes a picks file: the review page's export,
-the review server's ``BOXES_DIR/picks.json`` or ``score_images.py``'s ``picks_passed.json``.
+- ``FINAL_DIR/images/original/``: the originals, their relative paths kept (``--originals``:
+  hard links by default, or copies, or one symbolic link to the original image folder);
+- ``FINAL_DIR/images/generated/<mode>/<mode>_<name>``: the picked images, copied; the mode
+  prefix makes every base name unique, for converters that name label files by base name;
+- ``FINAL_DIR/annotations.json``: COCO with the original categories, the originals of the picked
+  images with their own ids and annotations, and each generated image under a new id (above
+  every image id of the original file) with its source image's annotations copied under new
+  ids (``area`` = box area, ``segmentation`` = the box as a polygon, ``iscrowd`` kept), plus its
+  provenance (``source_image_id``, ``generation_mode``, ``seed``, ``variant``, ``prompt``);
+- with ``--merge``, ``FINAL_DIR/train_augmented.json``: the whole original file (file names
+  under ``original/``) plus the generated images;
+- with ``--yolo``, an Ultralytics dataset beside it: ``FINAL_DIR/labels/`` mirroring
+  ``images/``, one image list per COCO file (``annotations.txt``, ``train_augmented.txt``) and
+  ``data.yaml`` (class k = the k-th category by id; crowd boxes left out).
 
 Example::
 
     python finalize_selected_images.py -a coco/annotations/instances_train2017.json \\
-        --images coco/train2017 -g out --picked out/selected -o out/final --merge
+        --images coco/train2017 -g out --picked out/picked -o out/final --merge --yolo
+
+Instead of ``--picked PICKED_DIR``, ``--picks PICKS.json`` takes a picks file: the review page's
+export, the review server's ``BOXES_DIR/picks.json`` or ``score_images.py``'s ``picks_passed.json``.
 """
 
 import argparse
@@ -40,9 +47,12 @@ from cocoaug.paths import refuse_output_inside, require_dir, resolve_under
 from cocoaug.picks import check_picks, read_picks
 from cocoaug.records import check_records_match_dataset, load_records
 from cocoaug.runtime import run_cli
+from cocoaug.yolo import DATA_YAML, write_yolo_dataset, yolo_labels
 
 log = logging.getLogger("cocoaug")
+ORIGINAL_SUBDIR = "original"  # under FINAL_DIR/images/
 GENERATED_SUBDIR = "generated"  # under FINAL_DIR/images/
+ORIGINALS_CHOICES = ("hardlink", "copy", "symlink")
 
 
 # ---------------------------------------------------------------- what a user may edit
@@ -58,13 +68,15 @@ def provenance(image, record) -> dict:
 
 
 def copied_annotation(annotation: dict, new_id: int, image_id: int) -> dict:
-    """A source annotation for a generated image: same category, bbox, area and iscrowd.
+    """A source annotation for a generated image: same category, bbox and iscrowd.
 
-    The object's outline in the new picture is not known, so ``segmentation`` is the box as a polygon.
+    The object's outline in the new picture is not known: ``segmentation`` is the box as a polygon
+    and ``area`` the box's area (the source's ``area`` is its mask's, which the new picture does
+    not have). A crowd box stays a crowd box: a region trainers and COCOeval ignore.
     """
     x, y, w, h = annotation["bbox"]
     return {"id": new_id, "image_id": image_id, "category_id": annotation["category_id"], "bbox": annotation["bbox"],
-            "area": annotation.get("area", w * h), "iscrowd": annotation.get("iscrowd", 0),
+            "area": w * h, "iscrowd": annotation.get("iscrowd", 0),
             "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]]}
 
 
@@ -91,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="stage-1 records (blip2_post.json); if given, a generated image gets only the annotations of the boxes it was made from")
     parser.add_argument("--merge", action="store_true", help="also write FINAL_DIR/train_augmented.json: the whole original file plus the generated images")
     cli.add_overwrite(parser, help="replace the outputs of an earlier run")
+    parser.add_argument("--originals", choices=ORIGINALS_CHOICES, default="hardlink",
+                        help="how FINAL_DIR/images/original/ holds the originals: hard links (no extra disk; same file "
+                             "system), copies, or one symbolic link to the original image folder (Windows: admin or "
+                             "Developer Mode; supervision refuses it)")
+    parser.add_argument("--yolo", action="store_true", help="also write an Ultralytics dataset: FINAL_DIR/labels/, the "
+                                                             "image lists and FINAL_DIR/data.yaml")
     cli.add_debug(parser)
     return parser
 
@@ -178,7 +196,7 @@ def build_annotations(selection, coco, records_by_id) -> tuple[dict, list, list]
             sources = [a for a in sources if a["id"] in used]
         elif image.entry and "boxes" in image.entry and len(image.entry["boxes"]) < len(sources):
             fewer_boxes += 1
-        entry = {"id": next_image_id, "file_name": f"{GENERATED_SUBDIR}/{image.mode}/{image.file_name}",
+        entry = {"id": next_image_id, "file_name": generated_file_name(image),
                  "width": source["width"], "height": source["height"]}
         entry.update(provenance(image, record))
         new_images.append(entry)
@@ -191,7 +209,7 @@ def build_annotations(selection, coco, records_by_id) -> tuple[dict, list, list]
                     "were copied: pass -p OUT_DIR/blip2_post.json to copy only the boxes each was made from", fewer_boxes)
 
     source_ids = {image.source_image_id for image in selection}
-    originals = [image for image in coco.images if image["id"] in source_ids]
+    originals = [with_original_file_name(image) for image in coco.images if image["id"] in source_ids]
     final = {key: value for key, value in coco.data.items() if key not in ("images", "annotations", "categories")}
     final["images"] = originals + new_images
     final["annotations"] = [a for a in coco.annotations if a["image_id"] in source_ids] + new_annotations
@@ -199,63 +217,100 @@ def build_annotations(selection, coco, records_by_id) -> tuple[dict, list, list]
     return final, new_images, new_annotations
 
 
-def merged_file(coco, new_images, new_annotations, images_root: Path, final_images: Path) -> dict:
-    """The whole original file plus the generated images, their file names relative to the original image root."""
+def generated_file_name(image) -> str:
+    """Where a picked image goes under FINAL_DIR/images/: its mode folder, its name prefixed by the mode."""
+    return f"{GENERATED_SUBDIR}/{image.mode}/{image.mode}_{image.file_name}"
+
+
+def with_original_file_name(image: dict) -> dict:
+    """An original image's entry with its file_name under FINAL_DIR/images/original/."""
+    file_name = image["file_name"].replace("\\", "/")
+    return {**image, "file_name": f"{ORIGINAL_SUBDIR}/{file_name}"}
+
+
+def merged_file(coco, new_images, new_annotations) -> dict:
+    """The whole original file plus the generated images, every file name relative to FINAL_DIR/images/."""
     merged = dict(coco.data)
-    rebased = []
-    for entry in new_images:
-        target = final_images / entry["file_name"]
-        try:
-            file_name = Path(os.path.relpath(target.resolve(), images_root.resolve())).as_posix()
-        except ValueError:  # another drive on Windows: no relative path exists
-            file_name = str(target.resolve())
-        rebased.append({**entry, "file_name": file_name})
-    merged["images"] = coco.images + rebased
+    merged["images"] = [with_original_file_name(image) for image in coco.images] + new_images
     merged["annotations"] = coco.annotations + new_annotations
     return merged
 
 
-def plan_copies(selection, coco, images_dir: Path, final_images: Path) -> list[tuple[Path, Path]]:
-    """(source file, target) for every original and generated image; missing originals are an error."""
-    copies = []
-    for image_id in sorted({image.source_image_id for image in selection}):
+def plan_originals(image_ids, coco, images_dir: Path, final_images: Path, check_ids) -> list[tuple[Path, Path]]:
+    """(original file, its place under FINAL_DIR/images/original/) for each image id; one of ``check_ids`` missing is an error."""
+    pairs = []
+    for image_id in sorted(image_ids):
         file_name = coco.image_by_id[image_id]["file_name"]
         source = resolve_under(images_dir, file_name)
-        if not source.is_file():
+        if image_id in check_ids and not source.is_file():
             raise UserError(f"original image of image_id {image_id} not found", source)
-        copies.append((source, resolve_under(final_images, file_name)))
-    for image in selection:
-        copies.append((image.path, final_images / GENERATED_SUBDIR / image.mode / image.file_name))
-    targets = [target for _, target in copies]
-    if len(set(targets)) != len(targets):
-        raise UserError(f"an original image's file_name starts with '{GENERATED_SUBDIR}/' like the generated ones; "
-                        "rename that folder in the annotation file", coco.path)
-    return copies
+        pairs.append((source, final_images / ORIGINAL_SUBDIR / file_name.replace("\\", "/")))
+    return pairs
 
 
-def copy_images(copies, overwrite: bool) -> int:
-    """Copy each file atomically; a target already equal in size and time is kept (resume). Returns how many were copied."""
+def place_originals(pairs, images_dir: Path, final_images: Path, how: str) -> int:
+    """Hard-link, copy or symlink the originals into FINAL_DIR/images/original/. Returns how many files were written."""
+    link = final_images / ORIGINAL_SUBDIR
+    if how == "symlink":
+        target = os.path.abspath(images_dir)
+        if link.is_symlink() and os.readlink(link) == target:
+            return 0
+        if link.exists() and not link.is_symlink():
+            raise UserError("holds the files of a run with --originals hardlink or copy; remove it to link the "
+                            "original image folder instead", link)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        tmp = link.with_name(f".{link.name}.tmp")
+        if tmp.is_symlink():
+            tmp.unlink()
+        try:
+            os.symlink(target, tmp, target_is_directory=True)
+        except OSError as exc:  # Windows without admin rights or Developer Mode
+            raise UserError(f"cannot create a symbolic link ({exc.strerror}); use --originals hardlink or copy", link) from None
+        os.replace(tmp, link)
+        return 1
+    if link.is_symlink():
+        link.unlink()  # left by --originals symlink: removing the link leaves the originals untouched
+    return copy_images(pairs, overwrite=False, hardlink=how == "hardlink", desc=f"{how} originals")
+
+
+def copy_images(copies, overwrite: bool, hardlink: bool = False, desc: str = "copy") -> int:
+    """Copy (or hard-link) each file atomically; a target already in place is kept (resume). Returns how many were written."""
     from tqdm import tqdm
 
-    copied = 0
-    for source, target in tqdm(copies, desc="copy", unit="image"):
+    written = 0
+    for source, target in tqdm(copies, desc=desc, unit="image"):
         if target.exists() and not overwrite:
+            if hardlink and os.path.samefile(source, target):
+                continue
             s, t = source.stat(), target.stat()
-            if s.st_size == t.st_size and int(s.st_mtime) == int(t.st_mtime):
+            if not hardlink and s.st_size == t.st_size and int(s.st_mtime) == int(t.st_mtime):
                 continue
         with atomic_path(target) as tmp:
-            shutil.copy2(source, tmp)
-        copied += 1
-    return copied
+            if hardlink:
+                tmp.unlink()  # os.link makes the name itself
+                try:
+                    os.link(source, tmp)
+                except OSError as exc:
+                    raise UserError(f"cannot hard-link the originals into FINAL_DIR ({exc.strerror}): they must be on "
+                                    "the same file system; use --originals copy or symlink", target) from None
+            else:
+                shutil.copy2(source, tmp)
+        written += 1
+    return written
 
 
-def warn_stale_files(final_images: Path, final: dict):
-    in_annotations = {entry["file_name"] for entry in final["images"]}
-    stale = [p.relative_to(final_images).as_posix() for p in sorted(final_images.rglob("*"))
-             if p.is_file() and not p.name.startswith(".") and p.relative_to(final_images).as_posix() not in in_annotations]
+def warn_stale_files(final_images: Path, outputs: dict[str, dict]):
+    """Warn about files under FINAL_DIR/images/ that no output file lists (a linked original folder is not searched)."""
+    in_outputs = {entry["file_name"] for data in outputs.values() for entry in data["images"]}
+    stale = []
+    for folder, subfolders, files in os.walk(final_images):  # os.walk does not enter a symbolic link
+        for name in sorted(files):
+            relative = (Path(folder) / name).relative_to(final_images).as_posix()
+            if not name.startswith(".") and relative not in in_outputs:
+                stale.append(relative)
     if stale:
-        log.warning("%d file(s) in %s are not in annotations.json (left from an earlier selection?); remove them "
-                    "before training on the folder: %s", len(stale), final_images, listed(stale))
+        log.warning("%d file(s) in %s are not in %s (left from an earlier selection?); remove them before training "
+                    "on the folder: %s", len(stale), final_images, " or ".join(outputs), listed(sorted(stale)))
 
 
 def print_summary(coco, outputs: dict[str, dict], selection, copied: int):
@@ -289,6 +344,8 @@ def main(args):
     folders = mode_folders(args.generated)
     final_images = final_dir / "images"
     written = [final_dir, final_images, *(final_images / GENERATED_SUBDIR / mode for mode in folders)]
+    if not (final_images / ORIGINAL_SUBDIR).is_symlink():  # our own link to the image folder (--originals symlink) is no clash
+        written.append(final_images / ORIGINAL_SUBDIR)
     refuse_output_inside(written, {"image folder": images_dir, "folder of picked images": selected_dir,
                                    **{f"{mode} folder": folder for mode, folder in folders.items()}})
     records_by_id = {}
@@ -302,18 +359,28 @@ def main(args):
     else:
         selection = read_selection(selected_dir, folders)
     check_selection(selection, coco, records_by_id, args.records)
-    copies = plan_copies(selection, coco, images_dir, final_images)
     final, new_images, new_annotations = build_annotations(selection, coco, records_by_id)
-
-    copied = copy_images(copies, args.overwrite)
     outputs = {"annotations.json": final}
     if args.merge:
-        merged = merged_file(coco, new_images, new_annotations, images_dir, final_images)
-        write_json_atomic(final_dir / "train_augmented.json", merged)
-        outputs["train_augmented.json"] = merged
-    write_json_atomic(annotations_path, final)  # last: its presence marks a finished run
-    warn_stale_files(final_images, final)
+        outputs["train_augmented.json"] = merged_file(coco, new_images, new_annotations)
+    # The originals FINAL_DIR/images/original/ must hold: those of the picked images, or all with --merge.
+    original_ids = set(coco.image_by_id) if args.merge else {image.source_image_id for image in selection}
+    must_exist = {image.source_image_id for image in selection} if args.originals == "symlink" else original_ids
+    originals = plan_originals(original_ids, coco, images_dir, final_images, must_exist)
+    generated = [(image.path, final_images / entry["file_name"]) for image, entry in zip(selection, new_images)]
+
+    if args.yolo:
+        labels, yolo_counts = yolo_labels(outputs)
+
+    copied = place_originals(originals, images_dir, final_images, args.originals) + copy_images(generated, args.overwrite)
+    if args.yolo:
+        write_yolo_dataset(final_dir, outputs, labels, train=list(outputs)[-1])
+    for name, data in reversed(outputs.items()):  # annotations.json last: its presence marks a finished run
+        write_json_atomic(final_dir / name, data)
+    warn_stale_files(final_images, outputs)
     print_summary(coco, outputs, selection, copied)
+    if args.yolo:
+        print(f"YOLO dataset {final_dir / DATA_YAML}: " + ", ".join(f"{key} {value}" for key, value in yolo_counts.items()))
 
 
 if __name__ == "__main__":

@@ -79,7 +79,7 @@ if stale "$OUT/final/annotations.json" "$OUT/picked" "$OUT/generation" "$OUT/inp
     [[ -f "$OUT/final/annotations.json" ]] && overwrite=(--overwrite)
     run "$PYTHON" finalize_selected_images.py --original_annotation "$SAMPLE/annotations.json" \
         --original_data_root "$SAMPLE/images" -g "$OUT" -i "$OUT/picked" -p "$OUT/blip2_post.json" \
-        -o "$OUT/final" --merge ${overwrite[@]+"${overwrite[@]}"}
+        -o "$OUT/final" --merge --yolo ${overwrite[@]+"${overwrite[@]}"}
 else
     echo "reusing $OUT/final: nothing picked or generated since it was written"
 fi

@@ -13,12 +13,13 @@ from cocoaug.generated import image_seed, manifest_entry, output_name, rebuild_m
 from cocoaug.images import open_rgb
 
 
-def make_records(dataset_dir: Path, max_records: int = 4) -> list[dict]:
-    """Stage-1 records for the first images (by id) whose boxes are all usable."""
+def make_records(dataset_dir: Path, max_records: int = 4, crowd: bool = False) -> list[dict]:
+    """Stage-1 records for the first images (by id) whose boxes are all usable; crowd boxes too with ``crowd``
+    (as a custom ``select_images`` that keeps crowd images would make them)."""
     coco = load_coco(dataset_dir / "annotations.json")
     records = []
     for image in sorted(coco.images, key=lambda i: i["id"]):
-        anns = [a for a in coco.annotations if a["image_id"] == image["id"] and not a.get("iscrowd", 0)]
+        anns = [a for a in coco.annotations if a["image_id"] == image["id"] and (crowd or not a.get("iscrowd", 0))]
         if not anns:
             continue
         boxes = xywh_pixels_to_xyxy_norm([a["bbox"] for a in anns], image["width"], image["height"])

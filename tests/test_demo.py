@@ -105,13 +105,16 @@ def test_train_augmented_holds_the_whole_original_file_plus_the_generated_images
     sample = demo_dir / "sample"
     original = json.loads((sample / "annotations.json").read_text())
     merged = COCO(str(demo_dir / "out" / "final" / "train_augmented.json")).dataset
-    assert merged["images"][: len(original["images"])] == original["images"]
+    assert merged["images"][: len(original["images"])] == \
+           [{**image, "file_name": f"original/{image['file_name']}"} for image in original["images"]]
     assert merged["annotations"][: len(original["annotations"])] == original["annotations"]
     added = merged["images"][len(original["images"]):]
     assert len(added) == 14 and all("source_image_id" in image for image in added)
-    for image in added:  # relative to the original image folder, as the user trains with it
-        with Image.open(sample / "images" / image["file_name"]) as picture:
+    final = demo_dir / "out" / "final"
+    for image in merged["images"]:  # one image root for both files, as the user trains with it
+        with Image.open(final / "images" / image["file_name"]) as picture:
             assert picture.size == (image["width"], image["height"])
+    assert (final / "data.yaml").is_file() and len((final / "train_augmented.txt").read_text().splitlines()) == 26
 
 
 def test_a_fid_figure_is_printed_and_written(demo):

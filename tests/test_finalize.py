@@ -59,7 +59,7 @@ def test_picked_images_become_a_coco_dataset(tmp_path, stage_outputs, sample_dat
     max_image_id = max(by_id)
     max_ann_id = max(a["id"] for a in original["annotations"])
     new_images = [image for image in data["images"] if image["id"] > max_image_id]
-    assert [image["file_name"] for image in new_images] == [f"generated/{m}/{n}" for m, n in chosen]
+    assert [image["file_name"] for image in new_images] == [f"generated/{m}/{m}_{n}" for m, n in chosen]
     sources = {parse_generated_name(n)[1] for _, n in chosen}
     assert sorted(i["id"] for i in data["images"] if i["id"] <= max_image_id) == sorted(sources)
     for image in data["images"]:  # every listed file is there, and generated ones are the clean files
@@ -73,21 +73,23 @@ def test_picked_images_become_a_coco_dataset(tmp_path, stage_outputs, sample_dat
         copies = [a for a in data["annotations"] if a["image_id"] == image["id"]]
         originals = [a for a in original["annotations"] if a["image_id"] == source["id"]]
         assert [(a["category_id"], a["bbox"], a["area"], a["iscrowd"]) for a in copies] == \
-               [(a["category_id"], a["bbox"], a["area"], a.get("iscrowd", 0)) for a in originals]
+               [(a["category_id"], a["bbox"], a["bbox"][2] * a["bbox"][3], a.get("iscrowd", 0)) for a in originals]
         assert all(a["id"] > max_ann_id for a in copies)
     for original_image in (i for i in data["images"] if i["id"] <= max_image_id):
-        assert original_image == by_id[original_image["id"]]
-        src = sample_dataset / "images" / original_image["file_name"]
+        source = by_id[original_image["id"]]
+        assert original_image == {**source, "file_name": f"original/{source['file_name']}"}
+        src = sample_dataset / "images" / source["file_name"]
         assert (final / "images" / original_image["file_name"]).read_bytes() == src.read_bytes()
     assert len({i["id"] for i in data["images"]}) == len(data["images"])
     assert len({a["id"] for a in data["annotations"]}) == len(data["annotations"])
 
     merged = json.loads((final / "train_augmented.json").read_text())
-    assert merged["images"][: len(original["images"])] == original["images"]
+    assert merged["images"][: len(original["images"])] == \
+           [{**image, "file_name": f"original/{image['file_name']}"} for image in original["images"]]
     assert merged["annotations"][: len(original["annotations"])] == original["annotations"]
     assert len(merged["images"]) == len(original["images"]) + len(chosen)
-    for image in merged["images"][len(original["images"]):]:
-        assert (sample_dataset / "images" / image["file_name"]).resolve().is_file()
+    for image in merged["images"]:  # one image root for both files, no '..'
+        assert ".." not in image["file_name"].split("/") and (final / "images" / image["file_name"]).is_file()
     assert "category" in result.stdout and "selected 2 generated images (generation 1, inpainting 1)" in result.stdout
     assert tree_hashes(stage_outputs, sample_dataset, selected) == before
 
@@ -128,7 +130,7 @@ def test_outputs_load_in_pycocotools_torchvision_and_train_a_detector(tmp_path, 
         return pil_to_tensor(picture.convert("RGB")).float() / 255
 
     dataset = CocoDetection(str(final / "images"), str(final / "annotations.json"), transform=to_image, target_transform=to_target)
-    merged_dataset = CocoDetection(str(sample_dataset / "images"), str(final / "train_augmented.json"), transform=to_image,
+    merged_dataset = CocoDetection(str(final / "images"), str(final / "train_augmented.json"), transform=to_image,
                                    target_transform=to_target)
     index = {image_id: k for k, image_id in enumerate(dataset.ids)}
     images, targets = zip(dataset[index[new_ids[0]]], merged_dataset[merged_dataset.ids.index(new_ids[-1])])
@@ -169,7 +171,7 @@ def test_names_without_manifest_and_prompts_restrict_the_annotations(tmp_path, s
     assert result.returncode == 0, result.stderr
     data = json.loads((tmp_path / "final" / "annotations.json").read_text())
     new = data["images"][-1]
-    assert new["file_name"] == f"generated/inpainting/{name}" and new["source_image_id"] == record["image_id"]
+    assert new["file_name"] == f"generated/inpainting/inpainting_{name}" and new["source_image_id"] == record["image_id"]
     copies = [a for a in data["annotations"] if a["image_id"] == new["id"]]
     assert [a["category_id"] for a in copies] == record["category_ids"]
 
@@ -193,6 +195,9 @@ def test_help_and_docs_name_every_flag():
     for flag in ["--original_annotation", "--original_data_root", "--generated", "--selected", "--output",
                  "--prompts", "--merge", "--overwrite", "--debug"]:
         assert flag in help_text and flag in docs, flag
+    training = (ROOT / "docs" / "training.md").read_text()
+    for flag in ["--originals", "--yolo", "--merge"]:
+        assert flag in help_text and flag in training, flag
 
 
 @pytest.mark.parametrize("case, message", [
