@@ -163,7 +163,8 @@ def check_arguments(args):
     args.rules = load_rules(args.rules)
     check_balance_arguments(args)
     names = ["selection.json"] if args.select_only else ["blip2.json", "blip2.csv", "blip2_post.json", "blip2_post.csv", "selected"]
-    names += [balance.PLAN_FILE] if args.balance else []
+    # A full run replaces the plan.csv of a --select-only preview: the plan belongs with blip2_post.json.
+    names += [balance.PLAN_FILE] if args.balance and args.select_only else []
     for name in names:
         if (args.output / name).exists() and not args.overwrite:
             raise UserError("output exists; pass --overwrite to replace it", args.output / name)
@@ -340,6 +341,8 @@ def report_plan(records, plan_rows, args):
               "" if row.repeat_factor is None else f"{row.repeat_factor:.2f}",
               "" if row.pass_rate is None else f"{row.pass_rate:.2f}", row.selected_records,
               row.planned_pictures, row.planned_boxes, row.expected_boxes_after] for row in rows]
+    shown = [k for k in range(len(header)) if any(line[k] != "" for line in table)]  # r_c and pass only where they apply
+    header, table = [header[k] for k in shown], [[line[k] for k in shown] for line in table]
     width = max(len(str(line[0])) for line in [header, *table])
     for line in [header, *table]:
         print(f"  {line[0]:<{width}}" + "".join(f"{cell:>10}" for cell in line[1:]))
