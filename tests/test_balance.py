@@ -292,9 +292,12 @@ def balanced_run(tiny_models, tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("balanced")
     annotations = write_skewed_set(folder)
     out, images = folder / "out", folder / "images"
+    plan_flags = ["--limit", "5", "--balance", "repeat-factor", "--balance-threshold", "0.5", "--seed", "1"]
+    preview = run("generate_prompt_blip2.py", "-i", images, "-a", annotations, "-o", out, "--select-only", *plan_flags)
+    assert preview.returncode == 0, preview.stderr
+    preview_plan = (out / "plan.csv").read_bytes()
     stage1 = run("generate_prompt_blip2.py", "-i", images, "-a", annotations, "-o", out, "--model", tiny_models / "blip2",
-                 "--device", "cpu", "--dtype", "float32", "--max-new-tokens", "4", "--num-workers", "0", "--limit", "5",
-                 "--balance", "repeat-factor", "--balance-threshold", "0.5", "--seed", "1")
+                 "--device", "cpu", "--dtype", "float32", "--max-new-tokens", "4", "--num-workers", "0", *plan_flags)
     assert stage1.returncode == 0, stage1.stderr
     stage2 = run("generate_image_gligen.py", "--mode", "generation", "-i", images, "-p", out / "blip2_post.json", "-o", out,
                  "--model", tiny_models / "gligen-generation", "--steps", "2", "--resolution", "64", "--batch-size", "4",
@@ -307,7 +310,24 @@ def balanced_run(tiny_models, tmp_path_factory) -> dict:
     stage4 = run("finalize_selected_images.py", "--original_annotation", annotations, "--original_data_root", images,
                  "-g", out, "-i", folder / "picked", "-o", folder / "final", "-p", out / "blip2_post.json", "--merge")
     assert stage4.returncode == 0, stage4.stderr
-    return {"out": out, "final": folder / "final", "stage1": stage1, "stage2": stage2, "stage4": stage4}
+    return {"out": out, "final": folder / "final", "preview_plan": preview_plan, "stage2": stage2, "stage4": stage4}
+
+
+def test_select_only_previews_the_plan_of_the_full_run(balanced_run):
+    out = balanced_run["out"]
+    assert (out / "plan.csv").read_bytes() == balanced_run["preview_plan"]
+    selection = {r["image_id"]: r["variants"] for r in load_records(out / "selection.json", require_text=False)}
+    assert {r["image_id"]: r["variants"] for r in load_records(out / "blip2_post.json")} == selection
+    assert (out / "blip2_post.csv").read_text().splitlines()[0].endswith(",variants")
+
+
+def test_stage2_rerun_resumes_with_the_plan(balanced_run, tiny_models):
+    out = balanced_run["out"]
+    total = sum(r["variants"] for r in load_records(out / "blip2_post.json"))
+    result = run("generate_image_gligen.py", "--mode", "generation", "-i", out.parent / "images", "-p", out / "blip2_post.json",
+                 "-o", out, "--model", tiny_models / "gligen-generation", "--steps", "2", "--resolution", "64", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert f"generated 0, skipped as existing {total}" in result.stdout
 
 
 def test_rare_category_gets_more_pictures_per_record(balanced_run):
