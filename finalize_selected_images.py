@@ -25,9 +25,8 @@ import argparse
 import logging
 import os
 import shutil
-from pathlib import Path
-
 from collections import Counter
+from pathlib import Path
 
 from cocoaug.atomic import atomic_path, write_json_atomic
 from cocoaug.balance import pictures_by_category, planned_by_category

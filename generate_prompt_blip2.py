@@ -36,12 +36,12 @@ from cocoaug import balance
 from cocoaug.atomic import atomic_path, write_csv_atomic, write_json_atomic
 from cocoaug.boxes import clip_xywh, xywh_pixels_to_xyxy_norm
 from cocoaug.coco import load_coco
-from cocoaug.errors import UserError, listed
+from cocoaug.errors import UserError
 from cocoaug.images import open_rgb
 from cocoaug.paths import refuse_same_folder, require_dir, resolve_under
 from cocoaug.records import RECORD_FIELDS
-from cocoaug.scores import read_pass_rates
 from cocoaug.runtime import add_debug_flag, check_model_source, model_load_errors, resolve_device, resolve_dtype, run_cli
+from cocoaug.scores import read_pass_rates
 
 log = logging.getLogger("generate_prompt_blip2")
 PARTIAL_NAME = "blip2.partial.jsonl"
@@ -300,7 +300,7 @@ def plan_balance(records, dataset, args, summary) -> tuple[list[dict], Callable]
     names = {cid: c["name"] for cid, c in dataset.category_by_id.items()}
     categories = category_ids_for(dataset, args.categories) if args.categories else sorted(names)
     settings = balance.BalanceSettings(args.balance, args.balance_threshold, args.target_boxes, args.max_variants,
-                                       args.seed, pass_rates_by_id(args.pass_rates_by_name, names, args))
+                                       args.seed, balance.pass_rates_by_id(args.pass_rates_by_name, names, args.pass_rates))
     counts = balance.file_counts(dataset.ann_image_id, dataset.ann_category_id, len(dataset.images))
     plan = balance.plan_variants(records, counts, settings, categories)
     planned = [{**record, "variants": plan[record["image_id"]]} for record in records]
@@ -314,20 +314,6 @@ def plan_balance(records, dataset, args, summary) -> tuple[list[dict], Callable]
     return kept, plan_rows
 
 
-def pass_rates_by_id(rates_by_name: dict[str, float], names: dict[int, str], args) -> dict[int, float]:
-    """--pass-rates by category id; a name the annotation file lacks is a UserError, a rate of 0 a warning."""
-    ids = {name.lower(): cid for cid, name in names.items()}
-    unknown = [name for name in rates_by_name if name.lower() not in ids]
-    if unknown:
-        raise UserError(f"the pass-rates file names {len(unknown)} category(ies) the annotation file lacks: {listed(unknown)}",
-                        args.pass_rates)
-    for name, rate in rates_by_name.items():
-        if rate == 0:
-            log.warning("category %r has a pass rate of 0: each of its records gets --max-variants %d pictures",
-                        name, args.max_variants)
-    return {ids[name.lower()]: rate for name, rate in rates_by_name.items()}
-
-
 def report_plan(records, plan_rows, args):
     """Write OUT_DIR/plan.csv for ``records`` and print it, with the categories left short of their target."""
     rows = plan_rows(records)
@@ -336,16 +322,8 @@ def report_plan(records, plan_rows, args):
               else f"target {args.target_boxes} boxes")
     print(f"class-balance plan ({method}; at most {args.max_variants} pictures per record and mode; "
           f"{balance.PLAN_FILE}); pictures and boxes are per mode run")
-    header = ["category", "id", "boxes", "images", "r_c", "pass", "records", "pictures", "new boxes", "expected"]
-    table = [[row.category, row.category_id, row.boxes_in_file, row.images_in_file,
-              "" if row.repeat_factor is None else f"{row.repeat_factor:.2f}",
-              "" if row.pass_rate is None else f"{row.pass_rate:.2f}", row.selected_records,
-              row.planned_pictures, row.planned_boxes, row.expected_boxes_after] for row in rows]
-    shown = [k for k in range(len(header)) if any(line[k] != "" for line in table)]  # r_c and pass only where they apply
-    header, table = [header[k] for k in shown], [[line[k] for k in shown] for line in table]
-    width = max(len(str(line[0])) for line in [header, *table])
-    for line in [header, *table]:
-        print(f"  {line[0]:<{width}}" + "".join(f"{cell:>10}" for cell in line[1:]))
+    for line in balance.plan_lines(rows):
+        print(f"  {line}")
     print(f"  total pictures per mode run: {sum(record['variants'] for record in records)} for {len(records)} records")
     for row in balance.shortfalls(rows):
         print(f"  short of target: {row.category} reaches {row.expected_boxes_after} of {row.target_boxes} boxes "

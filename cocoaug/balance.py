@@ -29,12 +29,15 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field, fields
 
+import logging
+
 import numpy as np
 
 from cocoaug.atomic import write_csv_atomic
-from cocoaug.errors import UserError
+from cocoaug.errors import UserError, listed
 from cocoaug.paths import require_file
 
+log = logging.getLogger("cocoaug")
 METHODS = ("repeat-factor", "target")
 PLAN_FILE = "plan.csv"
 
@@ -189,6 +192,32 @@ def plan_table(records: list[dict], counts: FileCounts, settings: BalanceSetting
             pictures[c], boxes[c], expected, target, max(0, target - expected) if target is not None else None,
         ))
     return rows
+
+
+def pass_rates_by_id(rates_by_name: dict[str, float], names: dict[int, str], source) -> dict[int, float]:
+    """Pass rates (``cocoaug.scores.read_pass_rates``) keyed by category id, names matched case-insensitively;
+    a name the annotation file lacks is a UserError naming ``source``, a rate of 0 a warning."""
+    ids = {name.lower(): cid for cid, name in names.items()}
+    unknown = [name for name in rates_by_name if name.lower() not in ids]
+    if unknown:
+        raise UserError(f"the pass-rates file names {len(unknown)} category(ies) the annotation file lacks: {listed(unknown)}", source)
+    for name, rate in rates_by_name.items():
+        if rate == 0:
+            log.warning("category %r has a pass rate of 0: each of its records gets the most pictures (--max-variants)", name)
+    return {ids[name.lower()]: rate for name, rate in rates_by_name.items()}
+
+
+def plan_lines(rows: list[CategoryPlan]) -> list[str]:
+    """The plan as an aligned text table; the repeat-factor and pass-rate columns only where they apply."""
+    header = ["category", "id", "boxes", "images", "r_c", "pass", "records", "pictures", "new boxes", "expected"]
+    table = [[row.category, row.category_id, row.boxes_in_file, row.images_in_file,
+              "" if row.repeat_factor is None else f"{row.repeat_factor:.2f}",
+              "" if row.pass_rate is None else f"{row.pass_rate:.2f}", row.selected_records,
+              row.planned_pictures, row.planned_boxes, row.expected_boxes_after] for row in rows]
+    shown = [k for k in range(len(header)) if k < 4 or k > 5 or any(line[k] != "" for line in table)]
+    header, table = [header[k] for k in shown], [[line[k] for k in shown] for line in table]
+    width = max(len(str(line[0])) for line in [header, *table])
+    return [f"{line[0]:<{width}}" + "".join(f"{cell:>10}" for cell in line[1:]) for line in [header, *table]]
 
 
 def shortfalls(rows: list[CategoryPlan]) -> list[CategoryPlan]:

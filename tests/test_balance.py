@@ -178,6 +178,8 @@ def test_select_only_shows_and_writes_the_plan(tmp_path):
     assert rows["zebra"].planned_pictures == sum(r["variants"] for r in records if r["label"] == "zebra")
     assert rows["cat"].expected_boxes_after == 40 and rows["zebra"].expected_boxes_after == 2 + rows["zebra"].planned_boxes
     assert "class-balance plan" in result.stdout and "zebra" in result.stdout
+    header = next(line for line in result.stdout.splitlines() if line.strip().startswith("category"))
+    assert header.split() == ["category", "id", "boxes", "images", "r_c", "records", "pictures", "new", "boxes", "expected"]
 
 
 def test_target_plan_tops_up_short_categories_and_names_shortfalls(tmp_path):
@@ -192,6 +194,7 @@ def test_target_plan_tops_up_short_categories_and_names_shortfalls(tmp_path):
     assert rows["zebra"].expected_boxes_after == 10 and rows["zebra"].shortfall == 2
     assert "short of target: zebra reaches 10 of 12 boxes (shortfall 2" in result.stdout
     assert "skipped: categories at target (no picture planned)" in result.stdout
+    assert " r_c " not in result.stdout  # no repeat factor in a target plan
 
 
 def test_same_inputs_and_seed_give_the_same_plan(tmp_path):
