@@ -35,10 +35,12 @@ import argparse
 import logging
 import os
 import shutil
+from collections import Counter
 from pathlib import Path
 
 from cocoaug import cli
 from cocoaug.atomic import atomic_path, write_json_atomic
+from cocoaug.balance import pictures_by_category, planned_by_category
 from cocoaug.coco import load_coco
 from cocoaug.errors import UserError, listed
 from cocoaug.generated import list_generated, mode_folders
@@ -313,17 +315,31 @@ def warn_stale_files(final_images: Path, outputs: dict[str, dict]):
                     "on the folder: %s", len(stale), final_images, " or ".join(outputs), listed(sorted(stale)))
 
 
-def print_summary(coco, outputs: dict[str, dict], selection, copied: int):
-    """Boxes per category in the original file and in each output, then the counts."""
+def plan_progress(records_by_id: dict[int, dict], folders: dict[str, Path], selection) -> dict[str, Counter]:
+    """Pictures per category id: planned by the records' ``variants`` (times the mode folders present),
+    generated in those folders and picked; a picture counts for each category of its record."""
+    planned = planned_by_category(list(records_by_id.values()))
+    generated = Counter()
+    for mode, folder in folders.items():
+        generated.update(pictures_by_category(records_by_id, [image.source_image_id for image in list_generated(folder, mode)[0]]))
+    picked = pictures_by_category(records_by_id, [image.source_image_id for image in selection])
+    return {"planned pictures": Counter({c: n * len(folders) for c, n in planned.items()}),
+            "generated pictures": generated, "picked pictures": picked}
+
+
+def print_summary(coco, outputs: dict[str, dict], selection, copied: int, progress: dict[str, Counter] | None = None):
+    """Per category: pictures planned, generated and picked (with a plan), boxes in the original file and
+    in each output; then the counts."""
     columns = {"original file": coco.annotations, **{name: data["annotations"] for name, data in outputs.items()}}
     counts = {name: {} for name in columns}
     for name, annotations in columns.items():
         for annotation in annotations:
             counts[name][annotation["category_id"]] = counts[name].get(annotation["category_id"], 0) + 1
+    counts = {**(progress or {}), **counts}
     width = max([len("category")] + [len(c["name"]) for c in coco.categories])
-    print(f"{'category':<{width}}  {'id':>6}  " + "  ".join(f"{name:>20}" for name in columns))
+    print(f"{'category':<{width}}  {'id':>6}  " + "  ".join(f"{name:>20}" for name in counts))
     for category in coco.categories:
-        cells = "  ".join(f"{counts[name].get(category['id'], 0):>20}" for name in columns)
+        cells = "  ".join(f"{counts[name].get(category['id'], 0):>20}" for name in counts)
         print(f"{category['name']:<{width}}  {category['id']:>6}  {cells}")
     modes = sorted({image.mode for image in selection})
     per_mode = ", ".join(f"{mode} {sum(1 for image in selection if image.mode == mode)}" for mode in modes)
@@ -378,7 +394,8 @@ def main(args):
     for name, data in reversed(outputs.items()):  # annotations.json last: its presence marks a finished run
         write_json_atomic(final_dir / name, data)
     warn_stale_files(final_images, outputs)
-    print_summary(coco, outputs, selection, copied)
+    progress = plan_progress(records_by_id, folders, selection) if any("variants" in r for r in records_by_id.values()) else None
+    print_summary(coco, outputs, selection, copied, progress)
     if args.yolo:
         print(f"YOLO dataset {final_dir / DATA_YAML}: " + ", ".join(f"{key} {value}" for key, value in yolo_counts.items()))
 

@@ -1,7 +1,8 @@
 """Stage 2: make new pictures with GLIGEN whose objects sit in the original boxes.
 
 Reads the stage-1 records (``blip2_post.json``: caption, labels and normalised boxes per
-image) and the original images; writes one PNG per record (``--variants`` K: K of them) to
+image) and the original images; writes one PNG per record (``--variants`` K: K of them; without
+it, the record's ``variants`` planned by stage 1 ``--balance``, else 1) to
 ``OUT_DIR/<mode>/<category_id>_<image_id:04d>.png``, each exactly the size of its original so
 that the original annotations fit it, and ``OUT_DIR/<mode>/manifest.jsonl`` saying what made
 each file. Each PNG also carries its own manifest entry (a PNG text chunk), so the manifest can
@@ -34,6 +35,7 @@ from PIL import Image
 
 from cocoaug import cli
 from cocoaug.atomic import remove_temp_files
+from cocoaug.balance import pictures_by_category
 from cocoaug.coco import load_coco
 from cocoaug.errors import UserError, listed
 from cocoaug.generated import (
@@ -159,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resolution", type=int, help="working side in pixels: inpainting letterboxes into this square, generation uses about this squared area (default: the model's native size, 512 for the hub models)")
     parser.add_argument("--keep-background", action=argparse.BooleanOptionalAction, default=True, help="inpainting: paste the original pixels back outside the boxes (default on)")
     parser.add_argument("--feather", type=float, default=4.0, help="with --keep-background: pixels inside each box edge over which the generated part fades in (default 4)")
-    parser.add_argument("--variants", type=int, default=1, help="images per record; K > 1 names them <name>_<k>.png (default 1)")
+    parser.add_argument("--variants", type=int, help="images per record for every record; K > 1 names them <name>_<k>.png "
+                        "(default: each record's 'variants' from stage 1 --balance, else 1)")
     parser.add_argument("--seed", type=int, default=0, help="each image's seed comes from (seed, image_id, variant) (default 0)")
     cli.add_batch_size(parser, default=4, help="images per sampling batch, per process")
     cli.add_limit(parser, help="use only the first N records of the records file")
@@ -235,8 +238,9 @@ def plan_work(records, images_dir: Path, args) -> tuple[list[WorkItem], dict]:
         if not path.is_file():
             missing.append(record["file_name"])
             continue
-        for k in range(args.variants):
-            name = output_name(record["category_id"], record["image_id"], k, args.variants)
+        variants = args.variants if args.variants is not None else record.get("variants", 1)
+        for k in range(variants):
+            name = output_name(record["category_id"], record["image_id"], k, variants)
             items.append(WorkItem(record, k, name, path, image_seed(args.seed, record["image_id"], k)))
     if missing and not args.skip_missing:
         raise UserError(f"{len(missing)} image file(s) missing in {images_dir} (use --skip-missing to go on without them)", listed(missing))
@@ -339,6 +343,16 @@ def generate(items: list[WorkItem], sampler, args, settings: dict, out_dir: Path
                 bar.update(len(batch))
 
 
+def print_pictures_per_category(items: list[WorkItem], out_dir: Path):
+    """Pictures of the run per category, present / planned (a multi-category picture counts for each of its categories)."""
+    records = {item.record["image_id"]: item.record for item in items}
+    names = {c: label for record in records.values() for c, label in zip(record["category_ids"], record["labels"])}
+    planned = pictures_by_category(records, [item.record["image_id"] for item in items])
+    present = pictures_by_category(records, [item.record["image_id"] for item in items if (out_dir / item.file_name).exists()])
+    print("pictures per category (present / planned): "
+          + ", ".join(f"{names[c]} {present[c]}/{planned[c]}" for c in sorted(planned)))
+
+
 def main(args):
     check_args(args)
     rank, world_size = distributed_rank()
@@ -379,6 +393,7 @@ def main(args):
     if rank == 0:
         remove_temp_files(out_dir / MANIFEST)
         manifest_count = rebuild_manifest(out_dir)
+        print_pictures_per_category(items, out_dir)
     prefix = f"rank {rank}: " if world_size > 1 else ""
     print(f"{prefix}generated {len(todo)}, skipped as existing {len(mine) - len(todo)}"
           + "".join(f", skipped ({why}) {n}" for why, n in skipped.items() if n)

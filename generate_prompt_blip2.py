@@ -7,12 +7,14 @@ Reads IMAGES_DIR and a COCO annotation file. Writes into OUT_DIR:
                                     selected/selected.json, a COCO file with their annotations
   blip2.partial.jsonl               captions as they are made: a rerun reuses them (resume)
   selection.json                    with --select-only: the selected records, no captions
+  plan.csv                          with --balance: pictures planned per category (docs/balance.md)
 
     python generate_prompt_blip2.py -i coco/train2017 -a coco/annotations/instances_train2017.json \\
         -o out --categories "kite,sports ball" --prompt "a photo of"
 
 To change which images are picked, edit `select_images`; to change how captions are cleaned,
-edit `post_process`. Both sit right below; most choices are also flags (--help).
+edit `post_process`. Both sit right below; most choices are also flags (--help). With
+--balance, each record's `variants` says how many pictures stage 2 makes of it (cocoaug/balance.py).
 """
 
 import argparse
@@ -23,6 +25,7 @@ import os
 import shutil
 from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import orjson
@@ -30,6 +33,7 @@ import pandas as pd
 
 from cocoaug import cli
 from cocoaug.captions import apply_rules, count_phrase, load_rules, tidy_caption, word_pattern
+from cocoaug import balance
 from cocoaug.atomic import atomic_path, write_csv_atomic, write_json_atomic
 from cocoaug.boxes import clip_xywh, xywh_pixels_to_xyxy_norm
 from cocoaug.coco import load_coco
@@ -38,6 +42,7 @@ from cocoaug.images import open_rgb
 from cocoaug.paths import check_relative_name, refuse_output_inside, require_dir, resolve_under
 from cocoaug.records import RECORD_FIELDS
 from cocoaug.runtime import check_model_source, model_load_errors, resolve_device, resolve_dtype, run_cli
+from cocoaug.scores import read_pass_rates
 
 log = logging.getLogger("generate_prompt_blip2")
 PARTIAL_NAME = "blip2.partial.jsonl"
@@ -111,6 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--select-only", action="store_true",
                    help="write OUT_DIR/selection.json and the summary, then stop: no model is loaded, no image is read "
                         "(sizes come from the annotation file; missing files are found by the full run)")
+    g = p.add_argument_group("class balance (see docs/balance.md)")
+    g.add_argument("--balance", choices=balance.METHODS,
+                   help="give each record a number of pictures (its 'variants') that favours rare categories: "
+                        "repeat-factor (LVIS) or target (top each category up toward --target-boxes)")
+    g.add_argument("--balance-threshold", type=float, default=0.001, metavar="T",
+                   help="repeat-factor: r_c = max(1, sqrt(T / f_c)), f_c the fraction of images with category c (default 0.001)")
+    g.add_argument("--target-boxes", type=int, metavar="N", help="--balance target: boxes per category wanted in the merged set")
+    g.add_argument("--max-variants", type=int, default=8, metavar="K", help="at most K pictures per record and mode (default 8)")
+    g.add_argument("--pass-rates", metavar="score_summary.csv",
+                   help="pass rates of an earlier run (score_images.py): each category's plan is raised by 1 / its rate")
+    g.add_argument("--seed", type=int, default=0, help="decides the plan's rounding and ties: same inputs and seed, same plan (default 0)")
     g = p.add_argument_group("captioning")
     cli.add_model(g, default="Salesforce/blip2-opt-2.7b", help="BLIP-2 hub id or local folder (default %(default)s)")
     cli.add_device(g)
@@ -143,7 +159,10 @@ def check_arguments(args):
     args.categories = split_list(args.categories)
     args.forbid = split_list(args.forbid)
     args.rules = load_rules(args.rules)
+    check_balance_arguments(args)
     names = ["selection.json"] if args.select_only else ["blip2.json", "blip2.csv", "blip2_post.json", "blip2_post.csv", "selected"]
+    # A full run replaces the plan.csv of a --select-only preview: the plan belongs with blip2_post.json.
+    names += [balance.PLAN_FILE] if args.balance and args.select_only else []
     for name in names:
         if (args.output / name).exists() and not args.overwrite:
             raise UserError("output exists; pass --overwrite to replace it", args.output / name)
@@ -151,6 +170,23 @@ def check_arguments(args):
         args.model = check_model_source(args.model)
         if args.load_in_8bit and importlib.util.find_spec("bitsandbytes") is None:
             raise UserError("--load-in-8bit needs the bitsandbytes package (pip install bitsandbytes)", "--load-in-8bit")
+
+
+def check_balance_arguments(args):
+    """Refuse class-balance flags that cannot make a plan; read the pass-rates file (by category name)."""
+    if not args.balance_threshold > 0:
+        raise UserError("must be greater than 0", f"--balance-threshold {args.balance_threshold}")
+    if args.max_variants < 1:
+        raise UserError("must be at least 1", f"--max-variants {args.max_variants}")
+    if args.target_boxes is not None and args.balance != "target":
+        raise UserError("--target-boxes needs --balance target", f"--target-boxes {args.target_boxes}")
+    if args.balance == "target" and args.target_boxes is None:
+        raise UserError("--balance target needs --target-boxes N", "--balance target")
+    if args.target_boxes is not None and args.target_boxes < 1:
+        raise UserError("must be at least 1", f"--target-boxes {args.target_boxes}")
+    if args.pass_rates and not args.balance:
+        raise UserError("--pass-rates needs --balance", f"--pass-rates {args.pass_rates}")
+    args.pass_rates_by_name = read_pass_rates(args.pass_rates) if args.pass_rates else {}
 
 
 def split_list(text):
@@ -248,6 +284,48 @@ def build_records(dataset, table: pd.DataFrame, selected_ids: np.ndarray) -> tup
         })
         pixel_boxes[image_id] = bbox_xywh[a:b]
     return records, pixel_boxes
+
+
+# --- class balance -------------------------------------------------------------------------
+
+def plan_balance(records, dataset, args, summary) -> tuple[list[dict], Callable]:
+    """Give each record its ``variants`` (pictures per mode) and return the records that get some,
+    with the function that tabulates the plan of the records kept (see cocoaug/balance.py).
+
+    Records planned 0 pictures (``--balance target``, all their categories at target) are dropped
+    here, before captioning; the table still counts them among the selected records.
+    """
+    names = {cid: c["name"] for cid, c in dataset.category_by_id.items()}
+    categories = category_ids_for(dataset, args.categories) if args.categories else sorted(names)
+    settings = balance.BalanceSettings(args.balance, args.balance_threshold, args.target_boxes, args.max_variants,
+                                       args.seed, balance.pass_rates_by_id(args.pass_rates_by_name, names, args.pass_rates))
+    counts = balance.file_counts(dataset.ann_image_id, dataset.ann_category_id, len(dataset.images))
+    plan = balance.plan_variants(records, counts, settings, categories)
+    planned = [{**record, "variants": plan[record["image_id"]]} for record in records]
+    kept = [record for record in planned if record["variants"] > 0]
+    if len(kept) < len(planned):
+        summary["skipped: categories at target (no picture planned)"] = len(planned) - len(kept)
+    unplanned = [record for record in planned if record["variants"] == 0]
+
+    def plan_rows(kept_records):
+        return balance.plan_table(kept_records + unplanned, counts, settings, names, categories)
+    return kept, plan_rows
+
+
+def report_plan(records, plan_rows, args):
+    """Write OUT_DIR/plan.csv for ``records`` and print it, with the categories left short of their target."""
+    rows = plan_rows(records)
+    balance.write_plan(args.output / balance.PLAN_FILE, rows)
+    method = (f"repeat-factor, t={args.balance_threshold:g}" if args.balance == "repeat-factor"
+              else f"target {args.target_boxes} boxes")
+    print(f"class-balance plan ({method}; at most {args.max_variants} pictures per record and mode; "
+          f"{balance.PLAN_FILE}); pictures and boxes are per mode run")
+    for line in balance.plan_lines(rows):
+        print(f"  {line}")
+    print(f"  total pictures per mode run: {sum(record['variants'] for record in records)} for {len(records)} records")
+    for row in balance.shortfalls(rows):
+        print(f"  short of target: {row.category} reaches {row.expected_boxes_after} of {row.target_boxes} boxes "
+              f"(shortfall {row.shortfall}; raise --max-variants or select more of its images)")
 
 
 # --- captioning -----------------------------------------------------------------------------
@@ -404,7 +482,8 @@ def write_records(path: Path, records: list[dict], csv: bool = True):
     """Write records as JSON and, for review in a spreadsheet, as CSV beside it."""
     write_json_atomic(path, records)
     if csv:
-        write_csv_atomic(path.with_suffix(".csv"), records, list(RECORD_FIELDS))
+        planned = ["variants"] if records and "variants" in records[0] else []
+        write_csv_atomic(path.with_suffix(".csv"), records, list(RECORD_FIELDS) + planned)
 
 
 def copy_selected(records, paths_by_id, dataset, args):
@@ -440,12 +519,16 @@ def main(args):
     selected_ids = reasons.index[reasons == ""].to_numpy()
     summary["selected"] = len(selected_ids)
     records, pixel_boxes = build_records(dataset, table, selected_ids)
+    if args.balance:
+        records, plan_rows = plan_balance(records, dataset, args, summary)
     if args.select_only:
         for record in records:  # as the full run would refuse them, without reading a file
             check_relative_name(record["file_name"])
         write_records(args.output / "selection.json", records, csv=False)
         summary["written to selection.json"] = len(records)
         print_summary(summary)
+        if args.balance:
+            report_plan(records, plan_rows, args)
         return
     records, paths = image_paths(records, args, summary)
     paths_by_id = {record["image_id"]: path for record, path in zip(records, paths)}
@@ -464,6 +547,8 @@ def main(args):
     write_records(args.output / "blip2_post.json", final)
     summary["written to blip2_post.json"] = len(final)
     print_summary(summary)
+    if args.balance:
+        report_plan(final, plan_rows, args)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ A record::
      "category_id": 3, "label": "ball",            # the image's (first) category
      "bbox": [[x0, y0, x1, y1], ...],               # normalised to [0, 1], clipped
      "annotation_ids": [...], "category_ids": [...], "labels": [...],   # one per box
-     "generated_text": "a red ball on the grass"}
+     "generated_text": "a red ball on the grass",
+     "variants": 3}                                 # optional (stage 1 --balance): pictures per mode
 """
 
 import numpy as np
@@ -68,6 +69,9 @@ def validate_record(record, index: int, source, require_text: bool = True):
     for key in PER_BOX_FIELDS:
         if not isinstance(record[key], list) or len(record[key]) != len(boxes):
             raise UserError(f"{name} has a '{key}' that does not list one entry per box", source)
+    variants = record.get("variants", 1)
+    if isinstance(variants, bool) or not isinstance(variants, int) or variants < 1:
+        raise UserError(f"{name} has a 'variants' that is not a positive integer", source)
 
 
 def check_records_match_dataset(records: list[dict], dataset, source):
