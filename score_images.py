@@ -36,7 +36,8 @@ from cocoaug.errors import UserError, listed
 from cocoaug.generated import MODES, mode_folders
 from cocoaug.picks import PASSED_PICKS_FILE, picks_document
 from cocoaug.quality import Detection, Thresholds, judge, percentiles
-from cocoaug.records import load_records, read_manifest
+from cocoaug.generated import read_manifest
+from cocoaug.records import load_records
 from cocoaug.runtime import check_model_source, distributed_rank, run_cli, wait_for_all_processes
 from cocoaug.scorer import detector_family, model_type
 from cocoaug.scores import SCORES_CSV, SUMMARY_FILE, read_scores, scores_path, write_scores, write_summary

@@ -77,8 +77,8 @@ echo "copied $copied pictures from $OUT/boxes/<mode>/ into $OUT/picked/<mode>/"
 if stale "$OUT/final/annotations.json" "$OUT/picked" "$OUT/generation" "$OUT/inpainting"; then
     overwrite=()
     [[ -f "$OUT/final/annotations.json" ]] && overwrite=(--overwrite)
-    run "$PYTHON" finalize_selected_images.py --original_annotation "$SAMPLE/annotations.json" \
-        --original_data_root "$SAMPLE/images" -g "$OUT" -i "$OUT/picked" -p "$OUT/blip2_post.json" \
+    run "$PYTHON" finalize_selected_images.py -a "$SAMPLE/annotations.json" \
+        --images "$SAMPLE/images" -g "$OUT" --picked "$OUT/picked" -p "$OUT/blip2_post.json" \
         -o "$OUT/final" --merge --yolo ${overwrite[@]+"${overwrite[@]}"}
 else
     echo "reusing $OUT/final: nothing picked or generated since it was written"
@@ -91,7 +91,7 @@ if [[ ! -f "$OUT/fid.json" || "$OUT/final/annotations.json" -nt "$OUT/fid.json" 
     # --dims 64: a dozen images cannot fill 2048 dimensions anyway, and the square root of a
     # 2048x2048 matrix is slow on CPU. Expect the warning about fewer images than dimensions.
     run "$PYTHON" evaluate_fid.py -r "$SAMPLE/images" -g "$OUT/final/images/generated" --weights "$FID_WEIGHTS" \
-        --dims 64 --device cpu --num-workers 0 --output "$OUT/fid.json" ${overwrite[@]+"${overwrite[@]}"}
+        --dims 64 --device cpu --num-workers 0 -o "$OUT/fid.json" ${overwrite[@]+"${overwrite[@]}"}
 else
     echo "reusing $OUT/fid.json: the final set has not changed since"
 fi

@@ -40,9 +40,9 @@ def test_picks_give_the_same_dataset_as_the_folder_way(tmp_path, stage_outputs, 
     assert merged("c") == merged("a")
     generated = [image["file_name"] for image in json.loads((tmp_path / "c" / "annotations.json").read_text())["images"]
                  if "source_image_id" in image]
-    assert generated == [f"generated/{mode}/{name}" for mode, name in chosen]
+    assert generated == [f"generated/{mode}/{mode}_{name}" for mode, name in chosen]
     for mode, name in chosen:
-        assert (tmp_path / "c" / "images" / "generated" / mode / name).read_bytes() == (stage_outputs / mode / name).read_bytes()
+        assert (tmp_path / "c" / "images" / "generated" / mode / f"{mode}_{name}").read_bytes() == (stage_outputs / mode / name).read_bytes()
     assert tree_hashes(stage_outputs, sample_dataset) == before
 
 
@@ -53,7 +53,8 @@ def test_picks_passed_of_the_scorer_is_taken_as_it_is(tmp_path, stage_outputs, s
     result = finalize(sample_dataset, out, tmp_path / "final", "--picks", out / PASSED_PICKS_FILE)
     assert result.returncode == 0, result.stderr
     images = json.loads((tmp_path / "final" / "annotations.json").read_text())["images"]
-    assert sorted(tuple(i["file_name"].split("/")[1:]) for i in images if "source_image_id" in i) == sorted(passed)
+    assert sorted(tuple(i["file_name"].split("/")[1:]) for i in images if "source_image_id" in i) == sorted(
+        (mode, f"{mode}_{name}") for mode, name in passed)
 
 
 @pytest.mark.parametrize("case, message", [
@@ -62,8 +63,8 @@ def test_picks_passed_of_the_scorer_is_taken_as_it_is(tmp_path, stage_outputs, s
     ("no picks", "the picks file keeps no picture"),
     ("not a picks file", "not a picks file"),
     ("missing file", "picks file does not exist"),
-    ("both ways", "pass either -i SELECTED_DIR or --picks PICKS.json"),
-    ("neither way", "pass either -i SELECTED_DIR or --picks PICKS.json"),
+    ("both ways", "pass either --picked PICKED_DIR or --picks PICKS.json"),
+    ("neither way", "pass either --picked PICKED_DIR or --picks PICKS.json"),
 ])
 def test_bad_picks_end_with_one_error_line(tmp_path, stage_outputs, sample_dataset, case, message):
     picks = tmp_path / "picks.json"
