@@ -16,9 +16,10 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """The one help layout of every script: the description as written, defaults stated in each help text."""
 
 
-def new_parser(doc: str, epilog: str | None = None) -> argparse.ArgumentParser:
-    """A parser whose description is the first paragraph of the script's docstring."""
-    return argparse.ArgumentParser(description=doc.strip().split("\n\n")[0], epilog=epilog, formatter_class=HelpFormatter)
+def new_parser(doc: str, epilog: str | None = None, whole_doc: bool = False) -> argparse.ArgumentParser:
+    """A parser whose description is the first paragraph of the script's docstring (``whole_doc``: all of it)."""
+    description = doc.strip() if whole_doc else doc.strip().split("\n\n")[0]
+    return argparse.ArgumentParser(description=description, epilog=epilog, formatter_class=HelpFormatter)
 
 
 def add_images(parser, required: bool = True, help: str = "folder of the original images (records' file_name is relative to it)",

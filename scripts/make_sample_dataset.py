@@ -102,7 +102,7 @@ DEFAULT_SELECTION = [101, 102, 105, 106, 110, 111, 117]
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    parser = cli.new_parser(__doc__)
+    parser = cli.new_parser(__doc__, whole_doc=True)  # the table of images is the reference
     parser.add_argument("output", type=Path, metavar="DIR", help="folder to write DIR/images/ and DIR/annotations.json to")
     cli.add_overwrite(parser, help="rewrite the set even if DIR/annotations.json exists")
     cli.add_debug(parser)

@@ -133,8 +133,10 @@ def test_flags_in_commands_exist_in_the_scripts_parser(document, script):
 def section_flags(document: str) -> list[tuple[str | None, str]]:
     """(the section's script or None, flag) for every inline span that starts with a flag."""
     found = []
+    title = re.search(r"^# (.*)$", FENCED.sub("", text(document)), re.MULTILINE)
     for heading, body in sections(text(document)):
-        scripts = [s for s in re.findall(r"`([\w/]+\.py)`", heading) if (ROOT / s).is_file()]
+        # The section's script, else the one the document's title names (docs/scoring.md is all score_images.py's).
+        scripts = [s for s in re.findall(r"`([\w/]+\.py)`", f"{heading} {title.group(1) if title else ''}") if (ROOT / s).is_file()]
         for span in inline_spans(body):
             words = span.split()
             if ".py" in span or not words:
