@@ -91,7 +91,7 @@ def test_awkward_files_go_through_every_stage_and_inputs_stay_untouched(awkward_
     assert result.returncode == 0, result.stderr
     coco = COCO(str(final / "annotations.json"))
     names = {image["file_name"] for image in coco.dataset["images"]}
-    assert "sub dir/Café au lait ü.png" in names and len(names) == 10
+    assert "original/sub dir/Café au lait ü.png" in names and len(names) == 10
     for image in coco.dataset["images"]:
         with Image.open(final / "images" / image["file_name"]) as picture:
             assert picture.size == (image["width"], image["height"])
