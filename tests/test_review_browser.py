@@ -133,7 +133,8 @@ def test_file_page_keys_decide_undo_export_and_finalize(browser, run, tmp_path, 
     result = finalize(sample_dataset, out, tmp_path / "final", "--picks", exported)
     assert result.returncode == 0, result.stderr
     images = json.loads((tmp_path / "final" / "annotations.json").read_text())["images"]
-    assert sorted(tuple(i["file_name"].split("/")[1:]) for i in images if "source_image_id" in i) == kept
+    assert sorted(tuple(i["file_name"].split("/")[1:]) for i in images if "source_image_id" in i) == [
+        (mode, f"{mode}_{name}") for mode, name in kept]
 
 
 def test_filters_and_sorting(browser, run):
