@@ -16,15 +16,16 @@ import pytest
 from PIL import Image
 
 from cocoaug.review import read_page_data
+from tests.helpers.scripts import run_script
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
 MODES = ("generation", "inpainting")
 SELECTED_IDS = [101, 102, 105, 106, 110, 111, 117]  # the sample set's default selection (make_sample_dataset.py)
 
 
 def run_demo(demo_dir: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHON": sys.executable, "DEMO_DIR": str(demo_dir)}
-    result = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh")], capture_output=True, text=True, env=env, cwd=ROOT)
+    result = run_script("scripts/demo.sh", env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 

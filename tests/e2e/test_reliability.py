@@ -4,21 +4,17 @@ modified, and no script writes into a folder it reads from."""
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers.scripts import run_script
+
+pytestmark = pytest.mark.slow
 TINY_RUN = ["--device", "cpu", "--dtype", "float32"]
 # Above PIL's default decompression-bomb limit (89.5 million pixels), which would refuse it.
 LARGE_SIZE = (10_000, 9_000)
-
-
-def run(script: str, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], capture_output=True, text=True, cwd=ROOT)
 
 
 def tree_digest(folder: Path) -> dict:
@@ -64,14 +60,14 @@ def test_awkward_files_go_through_every_stage_and_inputs_stay_untouched(awkward_
     before = tree_digest(awkward_dataset)
     out, boxes, final = tmp_path / "out", tmp_path / "boxes", tmp_path / "final"
 
-    result = run("generate_prompt_blip2.py", "-i", images, "-a", annotations, "-o", out, "--model", tiny_models / "blip2",
-                 "--max-new-tokens", "6", "--missing-label", "prepend", *TINY_RUN)
+    result = run_script("generate_prompt_blip2.py", "-i", images, "-a", annotations, "-o", out, "--model", tiny_models / "blip2",
+                        "--max-new-tokens", "6", "--missing-label", "prepend", *TINY_RUN)
     assert result.returncode == 0, result.stderr
     records = json.loads((out / "blip2_post.json").read_text(encoding="utf-8"))
     assert sorted(r["image_id"] for r in records) == [1, 2, 3, 4, 5]
 
-    result = run("generate_image_gligen.py", "--mode", "inpainting", "-i", images, "-p", out / "blip2_post.json", "-o", out,
-                 "--model", tiny_models / "gligen-inpainting", "--steps", "2", "--resolution", "64", "--batch-size", "5", *TINY_RUN)
+    result = run_script("generate_image_gligen.py", "--mode", "inpainting", "-i", images, "-p", out / "blip2_post.json", "-o", out,
+                        "--model", tiny_models / "gligen-inpainting", "--steps", "2", "--resolution", "64", "--batch-size", "5", *TINY_RUN)
     assert result.returncode == 0, result.stderr
     made = sorted((out / "inpainting").glob("*.png"))
     assert len(made) == 5
@@ -80,14 +76,14 @@ def test_awkward_files_go_through_every_stage_and_inputs_stay_untouched(awkward_
         # Only the box is redrawn: a corner of the large picture keeps the original colour.
         assert large.getpixel((100, 100)) == (30, 120, 30)
 
-    result = run("draw_bboxes.py", "-g", out, "-p", out / "blip2_post.json", "-o", boxes, "-i", images)
+    result = run_script("draw_bboxes.py", "-g", out, "-p", out / "blip2_post.json", "-o", boxes, "-i", images)
     assert result.returncode == 0, result.stderr
     selected = tmp_path / "selected"
     selected.mkdir()
     for path in made:
         shutil.copy(path, selected / path.name)
-    result = run("finalize_selected_images.py", "--original_annotation", annotations, "--original_data_root", images,
-                 "-g", out, "-i", selected, "-o", final, "--merge")
+    result = run_script("finalize_selected_images.py", "--original_annotation", annotations, "--original_data_root", images,
+                        "-g", out, "-i", selected, "-o", final, "--merge")
     assert result.returncode == 0, result.stderr
     coco = COCO(str(final / "annotations.json"))
     names = {image["file_name"] for image in coco.dataset["images"]}
@@ -111,7 +107,7 @@ def test_no_script_writes_into_a_folder_it_reads(awkward_dataset, stage_outputs,
                                          "-i", stage_outputs / "generation", "-o", images], images),
     ]
     for script, args, culprit in cases:
-        result = run(script, *args)
+        result = run_script(script, *args)
         assert result.returncode == 2, (script, result.stderr)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and str(culprit) in lines[0], (script, result.stderr)

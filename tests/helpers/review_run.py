@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers.scripts import ROOT
 
 
 def start_server(*draw_args, log_path: Path, timeout: float = 120.0) -> tuple[subprocess.Popen, str]:

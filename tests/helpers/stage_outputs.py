@@ -70,6 +70,11 @@ def make_stage_outputs(dataset_dir: Path, out_dir: Path, variants: int = 2, mani
     return out_dir
 
 
+def generated_names(out_dir: Path, mode: str) -> list[str]:
+    """The names of the pictures in OUT_DIR/MODE, sorted."""
+    return sorted(p.name for p in (out_dir / mode).glob("*.png"))
+
+
 def make_scores(out_dir: Path, failing_every: int = 3) -> list[tuple[str, str]]:
     """scores.jsonl in each mode folder as score_images.py writes it (cocoaug.scores), by hand: every
     ``failing_every``-th picture of a folder fails with its first box not found; returns the passing

@@ -1,18 +1,12 @@
 """Benchmarks run at a tiny size: they work, and both sides of each comparison agree."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers.scripts import ROOT, run_script
 
 
 def test_bench_select_smoke(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks/bench_select.py"), "--images", "200", "--repeat", "1", "--workdir", str(tmp_path)],
-        capture_output=True, text=True, cwd=ROOT,
-    )
+    result = run_script("benchmarks/bench_select.py", "--images", "200", "--repeat", "1", "--workdir", tmp_path)
     assert result.returncode == 0, result.stderr
     assert "same selection: yes" in result.stdout and "speed-up" in result.stdout
     coco = json.loads((tmp_path / "synthetic_200_0.json").read_text())
@@ -30,8 +24,7 @@ def test_bench_select_smoke(tmp_path):
 
 
 def run_bench(script, workdir, *flags):
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--workdir", str(workdir), "--repeat", "1",
-                             "--device", "cpu", "--threads", "1", *map(str, flags)], capture_output=True, text=True, cwd=ROOT)
+    result = run_script(f"benchmarks/{script}", "--workdir", workdir, "--repeat", "1", "--device", "cpu", "--threads", "1", *flags)
     assert result.returncode == 0, result.stderr
     return result.stdout
 

@@ -9,8 +9,8 @@ import sys
 from email.parser import Parser
 from pathlib import Path
 
+from tests.helpers.scripts import ROOT, run_python
 
-ROOT = Path(__file__).resolve().parents[1]
 PYTEST = Path(sys.executable).parent / "pytest"  # the virtualenv's console script, not `python -m pytest`
 
 
@@ -53,7 +53,7 @@ def test_the_project_metadata_reads_the_requirements_files(tmp_path):
     shutil.copytree(ROOT / "cocoaug", tmp_path / "cocoaug", ignore=shutil.ignore_patterns("__pycache__"))
     (tmp_path / "metadata").mkdir()
     hook = "import sys; from setuptools import build_meta; print(build_meta.prepare_metadata_for_build_wheel(sys.argv[1]))"
-    result = subprocess.run([sys.executable, "-c", hook, "metadata"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    result = run_python("-c", hook, "metadata", cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr
     metadata = Parser().parsestr((tmp_path / "metadata" / result.stdout.split()[-1] / "METADATA").read_text())
     assert metadata["Name"] == "cocoaug" and metadata["Version"] and metadata["Summary"]

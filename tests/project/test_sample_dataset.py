@@ -6,8 +6,6 @@ import contextlib
 import importlib.util
 import io
 import json
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -16,15 +14,12 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "make_sample_dataset.py"
-_spec = importlib.util.spec_from_file_location("make_sample_dataset", SCRIPT)
+from tests.helpers.scripts import ROOT, run_script
+
+SCRIPT = "scripts/make_sample_dataset.py"
+_spec = importlib.util.spec_from_file_location("make_sample_dataset", ROOT / SCRIPT)
 sample = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(sample)
-
-
-def run_script(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True)
 
 
 def all_files(folder: Path) -> dict:
@@ -149,7 +144,7 @@ def test_boxes_are_tight_around_the_drawn_pixels(sample_dataset, coco, boxes_by_
 
 
 def test_two_runs_are_byte_identical(sample_dataset, tmp_path):
-    result = run_script(tmp_path / "again")
+    result = run_script(SCRIPT, tmp_path / "again")
     assert result.returncode == 0, result.stderr
     first, second = all_files(sample_dataset), all_files(tmp_path / "again")
     assert sorted(first) == sorted(second) and len(first) == 13
@@ -158,14 +153,14 @@ def test_two_runs_are_byte_identical(sample_dataset, tmp_path):
 
 def test_existing_set_is_reused_unless_overwrite(sample_dataset, tmp_path):
     folder = tmp_path / "set"
-    assert run_script(folder).returncode == 0
+    assert run_script(SCRIPT, folder).returncode == 0
     (folder / "annotations.json").write_text("{}")
     (folder / "images" / "shape_101.jpg").unlink()
-    reused = run_script(folder)
+    reused = run_script(SCRIPT, folder)
     assert reused.returncode == 0 and "reused" in reused.stdout
     assert (folder / "annotations.json").read_text() == "{}"
     assert not (folder / "images" / "shape_101.jpg").exists()
-    rewritten = run_script(folder, "--overwrite")
+    rewritten = run_script(SCRIPT, folder, "--overwrite")
     assert rewritten.returncode == 0 and "wrote 12 images" in rewritten.stdout
     assert all_files(folder) == all_files(sample_dataset)
 
@@ -180,13 +175,13 @@ def test_bad_output_folder_is_a_one_line_error(tmp_path, make_bad):
         folder.mkdir()
         (folder / "images").write_text("not a folder")
         culprit = folder / "images"
-    result = run_script(folder)
+    result = run_script(SCRIPT, folder)
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
     assert f"({culprit})" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_help_lists_the_flags():
-    result = run_script("--help")
+    result = run_script(SCRIPT, "--help")
     assert result.returncode == 0
     assert "--overwrite" in result.stdout and "DEFAULT_SELECTION" in result.stdout

@@ -1,21 +1,15 @@
 """scripts/make_tiny_models.py: the tiny models load with the real classes, run, and are reproducible."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "make_tiny_models.py"
+from tests.helpers.scripts import run_script
 
-
-def run_script(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True)
+SCRIPT = "scripts/make_tiny_models.py"
 
 
 def test_blip2_captions_a_batch_like_the_hub_checkpoint(tiny_models):
@@ -95,7 +89,7 @@ def test_gligen_folders_have_the_hub_layout_and_run(tiny_models, mode, in_channe
 
 
 def test_same_seed_same_files_and_a_rerun_reuses_them(tiny_models, tmp_path):
-    result = run_script(tmp_path)
+    result = run_script(SCRIPT, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "deprecated" not in result.stderr + result.stdout  # diffusers' notice about the GLIGEN pipeline class
     files = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
@@ -105,11 +99,11 @@ def test_same_seed_same_files_and_a_rerun_reuses_them(tiny_models, tmp_path):
 
     weights = tmp_path / "blip2" / "model.safetensors"
     stamp = weights.stat().st_mtime_ns
-    result = run_script(tmp_path)
+    result = run_script(SCRIPT, tmp_path)
     assert result.returncode == 0 and result.stdout.count("reused") == 6
     assert weights.stat().st_mtime_ns == stamp
 
-    result = run_script(tmp_path, "--overwrite")
+    result = run_script(SCRIPT, tmp_path, "--overwrite")
     assert result.returncode == 0 and result.stdout.count("wrote") == 6
     assert weights.stat().st_mtime_ns != stamp
     assert weights.read_bytes() == (tiny_models / "blip2" / "model.safetensors").read_bytes()
@@ -119,7 +113,7 @@ def test_same_seed_same_files_and_a_rerun_reuses_them(tiny_models, tmp_path):
 def test_an_incomplete_folder_is_rebuilt(tmp_path):
     (tmp_path / "blip2").mkdir()
     (tmp_path / "blip2" / "config.json").write_text("{}")
-    result = run_script(tmp_path)
+    result = run_script(SCRIPT, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "rebuilding" in result.stdout
     assert (tmp_path / "blip2" / "model.safetensors").is_file()
@@ -128,7 +122,7 @@ def test_an_incomplete_folder_is_rebuilt(tmp_path):
 def test_an_output_that_is_a_file_is_a_user_error(tmp_path):
     target = tmp_path / "models"
     target.write_text("not a folder")
-    result = run_script(target)
+    result = run_script(SCRIPT, target)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: output path exists and is not a folder ({target})"]
 

@@ -6,16 +6,14 @@ import importlib.util
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from cocoaug import cli
-from stage_outputs import make_records
+from tests.helpers.scripts import ROOT, run_script
+from tests.helpers.stage_outputs import make_records
 
-ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ["generate_prompt_blip2.py", "generate_image_gligen.py", "draw_bboxes.py", "finalize_selected_images.py",
            "evaluate_fid.py", "scripts/make_tiny_models.py", "scripts/make_sample_dataset.py", "scripts/make_random_fid_weights.py"]
 # Flags defined once in cocoaug/cli.py: wherever a script has one, it is the same argument.
@@ -49,10 +47,6 @@ def parser_of(script: str) -> argparse.ArgumentParser:
 
 def actions_by_flag(parser) -> dict:
     return {flag: action for action in parser._actions for flag in action.option_strings}
-
-
-def run(script: str, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], capture_output=True, text=True, cwd=ROOT)
 
 
 @pytest.mark.parametrize("script", sorted(OLD_SPELLINGS))
@@ -127,32 +121,33 @@ def refused(result, output, folder, what="image folder", where="lies inside"):
 def test_stage1_refuses_an_output_inside_the_image_folder(sample_dataset, tmp_path):
     images, annotations = sample_dataset / "images", sample_dataset / "annotations.json"
     output = images / "out"
-    refused(run("generate_prompt_blip2.py", "-i", images, "-a", annotations, "-o", output, "--select-only"), output, images)
+    refused(run_script("generate_prompt_blip2.py", "-i", images, "-a", annotations, "-o", output, "--select-only"), output, images)
     assert not output.exists()
     deeper = images / "extra" / "out"
-    refused(run("generate_prompt_blip2.py", "-i", images, "-a", annotations, "-o", deeper, "--select-only"), deeper, images)
-    refused(run("generate_prompt_blip2.py", "-i", images, "-a", annotations, "-o", images, "--select-only"), images, images, where="is")
+    refused(run_script("generate_prompt_blip2.py", "-i", images, "-a", annotations, "-o", deeper, "--select-only"), deeper, images)
+    refused(run_script("generate_prompt_blip2.py", "-i", images, "-a", annotations, "-o", images, "--select-only"), images, images,
+            where="is")
 
 
 def test_stage1_refuses_an_output_that_a_link_puts_inside_the_image_folder(sample_dataset, tmp_path):
     images, annotations = sample_dataset / "images", sample_dataset / "annotations.json"
     os.symlink(images, tmp_path / "link")
     output = tmp_path / "link" / "out"
-    refused(run("generate_prompt_blip2.py", "-i", images, "-a", annotations, "-o", output, "--select-only"), output, images)
+    refused(run_script("generate_prompt_blip2.py", "-i", images, "-a", annotations, "-o", output, "--select-only"), output, images)
     # The other way round: the image folder given through a link, the output the real folder below it.
-    refused(run("generate_prompt_blip2.py", "-i", tmp_path / "link", "-a", annotations, "-o", images / "out", "--select-only"),
+    refused(run_script("generate_prompt_blip2.py", "-i", tmp_path / "link", "-a", annotations, "-o", images / "out", "--select-only"),
             images / "out", tmp_path / "link")
     # stage 1 copies the originals to OUT_DIR/selected/: an image folder that is OUT_DIR/selected is refused too.
     shutil.copytree(images, tmp_path / "out" / "selected")
-    refused(run("generate_prompt_blip2.py", "-i", tmp_path / "out" / "selected", "-a", annotations, "-o", tmp_path / "out",
+    refused(run_script("generate_prompt_blip2.py", "-i", tmp_path / "out" / "selected", "-a", annotations, "-o", tmp_path / "out",
                 "--select-only"), tmp_path / "out" / "selected", tmp_path / "out" / "selected", where="is")
 
 
 def test_stage2_refuses_an_output_inside_the_image_folder(sample_dataset, stage_outputs, tmp_path):
     images = sample_dataset / "images"
     output = images / "generated"
-    result = run("generate_image_gligen.py", "--mode", "generation", "-i", images, "-p", stage_outputs / "blip2_post.json",
-                 "-o", output, "--model", tmp_path / "never_loaded")
+    result = run_script("generate_image_gligen.py", "--mode", "generation", "-i", images, "-p", stage_outputs / "blip2_post.json",
+                        "-o", output, "--model", tmp_path / "never_loaded")
     refused(result, output, images)
 
 
@@ -160,9 +155,9 @@ def test_stage2_takes_an_output_folder_that_holds_its_records_file(sample_datase
     out = tmp_path / "out"
     out.mkdir()
     (out / "blip2_post.json").write_text(json.dumps(make_records(sample_dataset, max_records=1)))
-    result = run("generate_image_gligen.py", "--mode", "generation", "-i", sample_dataset / "images", "-p", out / "blip2_post.json",
-                 "-o", out, "--model", tiny_models / "gligen-generation", "--steps", "1", "--resolution", "64",
-                 "--device", "cpu", "--dtype", "float32")
+    result = run_script("generate_image_gligen.py", "--mode", "generation", "-i", sample_dataset / "images", "-p", out / "blip2_post.json",
+                        "-o", out, "--model", tiny_models / "gligen-generation", "--steps", "1", "--resolution", "64",
+                        "--device", "cpu", "--dtype", "float32")
     assert result.returncode == 0, result.stderr
     assert len(list((out / "generation").glob("*.png"))) == 1
 
@@ -170,10 +165,10 @@ def test_stage2_takes_an_output_folder_that_holds_its_records_file(sample_datase
 def test_stage3_refuses_an_output_inside_a_mode_folder(stage_outputs, sample_dataset, tmp_path):
     generation = stage_outputs / "generation"
     output = generation / "boxes"
-    refused(run("draw_bboxes.py", "-g", stage_outputs, "-p", stage_outputs / "blip2_post.json", "-o", output),
+    refused(run_script("draw_bboxes.py", "-g", stage_outputs, "-p", stage_outputs / "blip2_post.json", "-o", output),
             output, generation, what="generation folder")
     output = sample_dataset / "images" / "boxes"
-    refused(run("draw_bboxes.py", "-g", stage_outputs, "-p", stage_outputs / "blip2_post.json", "-i", sample_dataset / "images",
+    refused(run_script("draw_bboxes.py", "-g", stage_outputs, "-p", stage_outputs / "blip2_post.json", "-i", sample_dataset / "images",
                 "-o", output), output, sample_dataset / "images")
     assert not (generation / "boxes").exists() and not output.exists()
 
@@ -182,12 +177,13 @@ def test_stage4_refuses_an_output_inside_the_picked_or_image_folder(stage_output
     picked = tmp_path / "picked"
     picked.mkdir()
     base = ["-a", sample_dataset / "annotations.json", "--images", sample_dataset / "images", "-g", stage_outputs, "--picked", picked]
-    refused(run("finalize_selected_images.py", *base, "-o", picked / "final"), picked / "final", picked, what="folder of picked images")
+    refused(run_script("finalize_selected_images.py", *base, "-o", picked / "final"), picked / "final", picked,
+            what="folder of picked images")
     output = sample_dataset / "images" / "final"
-    refused(run("finalize_selected_images.py", *base, "-o", output), output, sample_dataset / "images")
+    refused(run_script("finalize_selected_images.py", *base, "-o", output), output, sample_dataset / "images")
     # FINAL_DIR/images/generated/<mode>/ would be the generation folder itself.
     out = tmp_path / "loop"
     (out / "images" / "generated").mkdir(parents=True)
     os.symlink(stage_outputs / "generation", out / "images" / "generated" / "generation")
-    result = run("finalize_selected_images.py", *base, "-o", out)
+    result = run_script("finalize_selected_images.py", *base, "-o", out)
     assert result.returncode == 2 and "is the generation folder" in result.stderr, result.stderr

@@ -1,12 +1,9 @@
 """Stage 3 (draw_bboxes.py): boxed copies under the same names per mode, stable colours, sizes
 that scale, overviews, resume, and one-line errors; the inputs are never modified."""
 
-import hashlib
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,17 +13,9 @@ from PIL import Image
 
 import draw_bboxes as stage
 from cocoaug.generated import MODES, parse_generated_name
+from tests.helpers.scripts import ROOT, run_python, run_script, tree_hashes
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_draw(*args):
-    return subprocess.run([sys.executable, str(ROOT / "draw_bboxes.py"), *map(str, args)],
-                          capture_output=True, text=True, cwd=ROOT)
-
-
-def tree_hashes(*folders) -> dict:
-    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for f in folders for p in sorted(Path(f).rglob("*")) if p.is_file()}
+SCRIPT = "draw_bboxes.py"
 
 
 def records_of(out: Path) -> dict:
@@ -66,7 +55,7 @@ def test_colours_are_stable_per_category_id_not_per_order():
     assert len(set(stage.category_colour(c) for c in range(1, 91))) > 10
     # A child process (another hash seed) gives the same colours.
     code = "import draw_bboxes as s; print([s.category_colour(c) for c in (1, 3, 18, 90)])"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    out = run_python("-c", code, check=True).stdout
     assert out.strip() == str(first)
 
 
@@ -91,7 +80,7 @@ def test_line_width_and_font_grow_with_the_picture():
 def test_every_generated_image_gets_a_boxed_copy_under_its_name(tmp_path, stage_outputs, sample_dataset):
     before = tree_hashes(stage_outputs, sample_dataset)
     boxes = tmp_path / "boxes"
-    result = run_draw("-g", stage_outputs, "-p", stage_outputs / "blip2_post.json", "-i", sample_dataset / "images", "-o", boxes)
+    result = run_script(SCRIPT, "-g", stage_outputs, "-p", stage_outputs / "blip2_post.json", "-i", sample_dataset / "images", "-o", boxes)
     assert result.returncode == 0, result.stderr
     records = records_of(stage_outputs)
     generated = sorted(p.relative_to(stage_outputs).as_posix() for m in MODES for p in (stage_outputs / m).glob("*.png"))
@@ -110,8 +99,8 @@ def test_every_generated_image_gets_a_boxed_copy_under_its_name(tmp_path, stage_
 def test_overview_shows_the_original_then_every_generated_image(tmp_path, stage_outputs, sample_dataset):
     with_original, without = tmp_path / "a", tmp_path / "b"
     prompts = stage_outputs / "blip2_post.json"
-    assert run_draw("-g", stage_outputs, "-p", prompts, "-i", sample_dataset / "images", "-o", with_original).returncode == 0
-    assert run_draw("-g", stage_outputs, "-p", prompts, "-o", without).returncode == 0
+    assert run_script(SCRIPT, "-g", stage_outputs, "-p", prompts, "-i", sample_dataset / "images", "-o", with_original).returncode == 0
+    assert run_script(SCRIPT, "-g", stage_outputs, "-p", prompts, "-o", without).returncode == 0
     for image_id, record in records_of(stage_outputs).items():
         panel = max(1, round(record["width"] * stage.OVERVIEW_HEIGHT / record["height"]))
         a, b = Image.open(with_original / "overview" / f"{image_id}.png"), Image.open(without / "overview" / f"{image_id}.png")
@@ -122,21 +111,21 @@ def test_overview_shows_the_original_then_every_generated_image(tmp_path, stage_
 
 def test_no_overview_flag(tmp_path, stage_outputs):
     boxes = tmp_path / "boxes"
-    assert run_draw("-g", stage_outputs, "-p", stage_outputs / "blip2_post.json", "-o", boxes, "--no-overview").returncode == 0
+    assert run_script(SCRIPT, "-g", stage_outputs, "-p", stage_outputs / "blip2_post.json", "-o", boxes, "--no-overview").returncode == 0
     assert not (boxes / "overview").exists() and any((boxes / "generation").iterdir())
 
 
 def test_resume_keeps_existing_copies_and_overwrite_redraws(tmp_path, stage_outputs):
     boxes = tmp_path / "boxes"
     args = ["-g", stage_outputs, "-p", stage_outputs / "blip2_post.json", "-o", boxes]
-    assert run_draw(*args).returncode == 0
+    assert run_script(SCRIPT, *args).returncode == 0
     marked = next((boxes / "inpainting").glob("*.png"))
     Image.new("RGB", (3, 3), "white").save(marked)
-    result = run_draw(*args)
+    result = run_script(SCRIPT, *args)
     assert result.returncode == 0 and "drawn 0, skipped as existing 16" in result.stdout
     assert "overviews written 0" in result.stdout and Image.open(marked).size == (3, 3)
     assert "overviews:" not in result.stderr and "boxes:" not in result.stderr, result.stderr  # no empty progress bars
-    result = run_draw(*args, "--overwrite")
+    result = run_script(SCRIPT, *args, "--overwrite")
     assert result.returncode == 0 and "drawn 16" in result.stdout and Image.open(marked).size != (3, 3)
     assert "overviews: 100%" in result.stderr and "boxes: 100%" in result.stderr, result.stderr
 
@@ -153,7 +142,7 @@ def test_one_mode_folder_boxes_from_manifest_and_any_image_mode(tmp_path, stage_
     Image.open(folder / lines[2]["file_name"]).convert("LA").save(folder / lines[2]["file_name"])
     Image.open(folder / lines[3]["file_name"]).save(folder / "notes.png")  # a PNG without an entry
     boxes = tmp_path / "boxes"
-    result = run_draw("-g", folder, "-p", out / "blip2_post.json", "-o", boxes)
+    result = run_script(SCRIPT, "-g", folder, "-p", out / "blip2_post.json", "-o", boxes)
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in boxes.iterdir()) == ["generation", "overview", "review.html"]
     assert "skipped (not made by stage 2) 1" in result.stdout and "notes.png" in result.stderr
@@ -174,7 +163,7 @@ def test_without_manifest_boxes_come_from_the_records(tmp_path, stage_outputs):
                 image.load()
             image.save(path)
     boxes = tmp_path / "boxes"
-    result = run_draw("-g", out, "-p", out / "blip2_post.json", "-o", boxes, "--no-overview")
+    result = run_script(SCRIPT, "-g", out, "-p", out / "blip2_post.json", "-o", boxes, "--no-overview")
     assert result.returncode == 0 and "drawn 16" in result.stdout
     record = next(iter(records_of(out).values()))
     name = f"{record['category_id']}_{record['image_id']:04d}_0.png"
@@ -215,7 +204,7 @@ def test_bad_inputs_end_with_one_error_line(tmp_path, stage_outputs, sample_data
         shutil.copytree(sample_dataset / "images", images)
         (images / records[0]["file_name"]).unlink()
     before = tree_hashes(out)
-    result = run_draw("-g", generated, "-p", prompts, "-i", images, "-o", boxes)
+    result = run_script(SCRIPT, "-g", generated, "-p", prompts, "-i", images, "-o", boxes)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: ") and message in result.stderr
     assert "Traceback" not in result.stderr
@@ -224,7 +213,7 @@ def test_bad_inputs_end_with_one_error_line(tmp_path, stage_outputs, sample_data
 
 
 def test_help_and_docs_name_every_flag():
-    help_text = run_draw("--help").stdout
+    help_text = run_script(SCRIPT, "--help").stdout
     docs = (ROOT / "docs" / "steps.md").read_text()
     for flag in ["--generated", "--prompts", "--output", "--images", "--overview", "--no-overview", "--overwrite", "--debug"]:
         assert flag in help_text and flag in docs, flag

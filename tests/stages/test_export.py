@@ -15,14 +15,13 @@ import os
 import re
 import runpy
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers.scripts import ROOT, run_finalize, run_python, run_script
+
 RECIPES = ROOT / "docs" / "recipes"
 FINALS = ("final", "final_symlink")
 COCO_FILES = ("annotations.json", "train_augmented.json")
@@ -34,7 +33,7 @@ def load(path: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def project(sample_dataset, tmp_path_factory) -> Path:
-    from stage_outputs import make_generated, make_records
+    from tests.helpers.stage_outputs import make_generated, make_records
 
     root = tmp_path_factory.mktemp("export")
     store = root / "store" / "data" / "sample"
@@ -51,10 +50,10 @@ def project(sample_dataset, tmp_path_factory) -> Path:
         (out / "picked" / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(out / name, out / "picked" / name)
     for final, flags in (("final", []), ("final_symlink", ["--originals", "symlink"])):
-        result = subprocess.run(
-            [sys.executable, str(ROOT / "finalize_selected_images.py"), "--original_annotation", "datasets/coco/annotations.json",
-             "--original_data_root", "datasets/coco/images", "-g", "out", "-i", "out/picked", "-p", "out/blip2_post.json",
-             "-o", f"out/{final}", "--merge", "--yolo", *flags], capture_output=True, text=True, cwd=project)
+        result = run_script(
+            "finalize_selected_images.py", "--original_annotation", "datasets/coco/annotations.json",
+            "--original_data_root", "datasets/coco/images", "-g", "out", "-i", "out/picked", "-p", "out/blip2_post.json",
+            "-o", f"out/{final}", "--merge", "--yolo", *flags, cwd=project)
         assert result.returncode == 0, result.stderr
         assert "YOLO dataset" in result.stdout and "crowd boxes left out 3" in result.stdout, result.stdout
     return project
@@ -293,8 +292,7 @@ def ultralytics_env(tmp_path: Path) -> dict:
 @pytest.mark.parametrize("final", FINALS)
 def test_ultralytics_checks_the_dataset_every_image_found_no_corrupt_label(project, final, tmp_path):
     check = ULTRALYTICS_CHECK.replace("out/final/", f"out/{final}/")
-    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=project,
-                            env=ultralytics_env(tmp_path), timeout=300)
+    result = run_python("-c", check, cwd=project, env=ultralytics_env(tmp_path), timeout=300)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     data = load(project / "out" / final / "train_augmented.json")
@@ -318,8 +316,8 @@ def test_ultralytics_recipe_trains_with_its_learning_rate(project, tmp_path):
     (work / "runs" / "detect" / "train" / "weights").mkdir(parents=True)
     (work / "out").mkdir()
     (work / "out" / "final").symlink_to(project / "out" / "final")
-    result = subprocess.run([sys.executable, "-c", start + f"import runpy; runpy.run_path({str(script)!r})"],
-                            capture_output=True, text=True, cwd=work, env=ultralytics_env(tmp_path), timeout=500)
+    result = run_python("-c", start + f"import runpy; runpy.run_path({str(script)!r})", cwd=work, env=ultralytics_env(tmp_path),
+                        timeout=500)
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr
     assert "SGD(lr=0.001" in log and "ignoring 'lr0'" not in log
@@ -347,13 +345,6 @@ def test_two_images_on_one_label_file_is_an_error(tmp_path):
     data["images"][1]["file_name"] = "original/images/b.png"
     with pytest.raises(UserError, match="hides the label files from Ultralytics"):
         yolo_labels({"annotations.json": data})
-
-
-def run_finalize(dataset: Path, out: Path, selected: Path, final: Path, *flags):
-    args = ["--original_annotation", dataset / "annotations.json", "--original_data_root", dataset / "images",
-            "-g", out, "-i", selected, "-o", final, *flags]
-    return subprocess.run([sys.executable, str(ROOT / "finalize_selected_images.py"), *map(str, args)],
-                          capture_output=True, text=True, cwd=ROOT)
 
 
 def test_originals_copy_link_and_switching_between_them(tmp_path, sample_dataset, stage_outputs):

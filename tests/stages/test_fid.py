@@ -5,8 +5,6 @@ A random-weight FID Inception saved locally stands in for the real weights: noth
 import argparse
 import json
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +14,9 @@ from PIL import Image
 from scipy import linalg
 
 import evaluate_fid as stage
+from tests.helpers.scripts import ROOT, run_python, run_script
 
-ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = "evaluate_fid.py"
 N_IMAGES = 70  # more than --dims 64, so that both covariances have full rank
 
 
@@ -26,7 +25,7 @@ def fid_weights(tmp_path_factory) -> Path:
     """A state dict of pytorch-fid's FID Inception architecture with seeded random weights
     (scripts/make_random_fid_weights.py, as the demo makes it)."""
     path = tmp_path_factory.mktemp("fid") / "random_fid_inception.pth"
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_random_fid_weights.py"), str(path)], check=True, capture_output=True)
+    run_script("scripts/make_random_fid_weights.py", path, check=True)
     return path
 
 
@@ -51,10 +50,6 @@ def folders(tmp_path_factory):
     return write_images(root / "real", N_IMAGES, 0, 100), write_images(root / "generated", N_IMAGES, 1, 150)
 
 
-def run_fid(*args):
-    return subprocess.run([sys.executable, str(ROOT / "evaluate_fid.py"), *map(str, args)], capture_output=True, text=True, cwd=ROOT)
-
-
 def scipy_fid(a: np.ndarray, b: np.ndarray) -> float:
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
@@ -65,8 +60,8 @@ def scipy_fid(a: np.ndarray, b: np.ndarray) -> float:
 def test_fid_matches_a_direct_scipy_computation(tmp_path, folders, fid_weights):
     real, generated = folders
     output = tmp_path / "fid.json"
-    result = run_fid("-r", real, "-g", generated, "--weights", fid_weights, "--dims", 64, "--device", "cpu",
-                     "--batch-size", 16, "--num-workers", 0, "--output", output)
+    result = run_script(SCRIPT, "-r", real, "-g", generated, "--weights", fid_weights, "--dims", 64, "--device", "cpu",
+                        "--batch-size", 16, "--num-workers", 0, "--output", output)
     assert result.returncode == 0, result.stderr
     saved = json.loads(output.read_text())
     assert saved["n_real"] == saved["n_generated"] == N_IMAGES and saved["dims"] == 64
@@ -103,14 +98,14 @@ def test_each_image_is_resized_as_pytorch_fid_does(tmp_path, fid_weights):
 
 def test_identical_folders_score_zero(folders, fid_weights):
     real, _ = folders
-    result = run_fid("-r", real, "-g", real, "--weights", fid_weights, "--dims", 64, "--num-workers", 2, "--batch-size", 32)
+    result = run_script(SCRIPT, "-r", real, "-g", real, "--weights", fid_weights, "--dims", 64, "--num-workers", 2, "--batch-size", 32)
     assert result.returncode == 0, result.stderr
     assert abs(float(result.stdout.split()[1])) < 1e-3
 
 
 def test_standard_2048_features_and_a_warning_for_few_images(tmp_path, fid_weights):
     real, generated = write_images(tmp_path / "r", 2, 2, 100), write_images(tmp_path / "g", 3, 3, 160)
-    result = run_fid("-r", real, "-g", generated, "--weights", fid_weights, "--num-workers", 0)
+    result = run_script(SCRIPT, "-r", real, "-g", generated, "--weights", fid_weights, "--num-workers", 0)
     assert result.returncode == 0, result.stderr
     assert "dims 2048; 2 real, 3 generated" in result.stdout
     assert "has 2 images, fewer than the 2048 feature dimensions" in result.stderr
@@ -132,7 +127,7 @@ def test_a_singular_covariance_product_is_one_plain_warning_line():
         "real[:, :32] = generated[:, :32] = 0  # dead features, as Inception's ReLUs give: a singular product\n"
         "print(evaluate_fid.frechet_distance(real, generated))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    result = run_python("-c", code)
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines() == [
         "WARNING: the covariance matrices are ill-conditioned (fewer images than --dims 64): the FID is approximate"], result.stderr
@@ -158,12 +153,12 @@ def test_bad_inputs_end_with_one_error_line(tmp_path, folders, fid_weights):
         (["-r", real, "-g", generated, *weights, "--batch-size", 0], "must be a positive integer"),
     ]
     for args, message in cases:
-        result = run_fid(*args)
+        result = run_script(SCRIPT, *args)
         assert result.returncode == 2, (args, result.stderr)
         assert result.stderr.strip().splitlines()[-1].startswith("error: ") and message in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
     assert (tmp_path / "exists.json").read_text() == "{}"
-    result = run_fid("-r", real, "-g", generated, *weights, "--output", tmp_path / "exists.json", "--overwrite")
+    result = run_script(SCRIPT, "-r", real, "-g", generated, *weights, "--output", tmp_path / "exists.json", "--overwrite")
     assert result.returncode == 0 and json.loads((tmp_path / "exists.json").read_text())["dims"] == 64
 
 
@@ -179,7 +174,7 @@ def test_a_weights_file_of_another_kind_says_what_is_expected(tmp_path, folders,
         weights.write_bytes(pickle.dumps(argparse.Namespace(weights=1)))
     else:
         torch.save([torch.zeros(2)], weights)
-    result = run_fid("-r", real, "-g", generated, "--weights", weights, "--num-workers", 0, "--dims", 64)
+    result = run_script(SCRIPT, "-r", real, "-g", generated, "--weights", weights, "--num-workers", 0, "--dims", 64)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: not an FID Inception weights file: "), result.stderr
@@ -189,7 +184,7 @@ def test_a_weights_file_of_another_kind_says_what_is_expected(tmp_path, folders,
 
 
 def test_help_and_docs_name_every_flag():
-    help_text = run_fid("--help").stdout
+    help_text = run_script(SCRIPT, "--help").stdout
     docs = (ROOT / "docs" / "steps.md").read_text()
     for flag in ["--real", "--generated", "--dims", "--batch-size", "--num-workers", "--device", "--weights", "--output", "--overwrite", "--debug"]:
         assert flag in help_text and flag in docs, flag

@@ -2,35 +2,16 @@
 pycocotools, torchvision and a torchvision detector take; ids never collide; errors are one line;
 the inputs are never modified."""
 
-import hashlib
 import json
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from cocoaug.generated import parse_generated_name
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_finalize(dataset: Path, generated: Path, selected: Path, final: Path, *flags, annotations=None):
-    args = ["--original_annotation", annotations or dataset / "annotations.json", "--original_data_root", dataset / "images",
-            "-g", generated, "-i", selected, "-o", final, *flags]
-    return subprocess.run([sys.executable, str(ROOT / "finalize_selected_images.py"), *map(str, args)],
-                          capture_output=True, text=True, cwd=ROOT)
-
-
-def tree_hashes(*folders) -> dict:
-    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for f in folders for p in sorted(Path(f).rglob("*")) if p.is_file()}
-
-
-def generated_names(out: Path, mode: str) -> list[str]:
-    return sorted(p.name for p in (out / mode).glob("*.png"))
+from tests.helpers.scripts import ROOT, run_finalize, run_script, tree_hashes
+from tests.helpers.stage_outputs import generated_names
 
 
 @pytest.fixture
@@ -189,8 +170,7 @@ def test_existing_result_needs_overwrite(tmp_path, stage_outputs, sample_dataset
 
 
 def test_help_and_docs_name_every_flag():
-    help_text = subprocess.run([sys.executable, str(ROOT / "finalize_selected_images.py"), "--help"],
-                               capture_output=True, text=True, cwd=ROOT).stdout
+    help_text = run_script("finalize_selected_images.py", "--help").stdout
     docs = (ROOT / "docs" / "steps.md").read_text()
     for flag in ["--original_annotation", "--original_data_root", "--generated", "--selected", "--output",
                  "--prompts", "--merge", "--overwrite", "--debug"]:

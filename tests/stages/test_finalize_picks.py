@@ -4,22 +4,12 @@ pictures stage 2 did not make, or made for another stage-2 folder, are one error
 
 import json
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 from cocoaug.picks import PASSED_PICKS_FILE, write_picks
-from stage_outputs import make_scores
-from test_finalize import ROOT, generated_names, run_finalize, tree_hashes
-
-
-def finalize(dataset, generated, final, *flags):
-    """Stage 4 with the given flags and no -i."""
-    args = ["--original_annotation", dataset / "annotations.json", "--original_data_root", dataset / "images",
-            "-g", generated, "-o", final, *flags]
-    return subprocess.run([sys.executable, str(ROOT / "finalize_selected_images.py"), *map(str, args)],
-                          capture_output=True, text=True, cwd=ROOT)
+from tests.helpers.scripts import run_finalize, tree_hashes
+from tests.helpers.stage_outputs import generated_names, make_scores
 
 
 def test_picks_give_the_same_dataset_as_the_folder_way(tmp_path, stage_outputs, sample_dataset):
@@ -32,7 +22,7 @@ def test_picks_give_the_same_dataset_as_the_folder_way(tmp_path, stage_outputs, 
     write_picks(picks, chosen, stage_outputs, source="review page", rejected=[])
     before = tree_hashes(stage_outputs, sample_dataset)
     assert run_finalize(sample_dataset, stage_outputs, selected, tmp_path / "a", "--merge").returncode == 0
-    result = finalize(sample_dataset, stage_outputs, tmp_path / "c", "--picks", picks, "--merge")
+    result = run_finalize(sample_dataset, stage_outputs, None, tmp_path / "c", "--picks", picks, "--merge")
     assert result.returncode == 0, result.stderr
     assert "selected 2 generated images (generation 1, inpainting 1)" in result.stdout
     assert (tmp_path / "c" / "annotations.json").read_bytes() == (tmp_path / "a" / "annotations.json").read_bytes()
@@ -50,7 +40,7 @@ def test_picks_passed_of_the_scorer_is_taken_as_it_is(tmp_path, stage_outputs, s
     out = tmp_path / "out"
     shutil.copytree(stage_outputs, out)
     passed = make_scores(out)
-    result = finalize(sample_dataset, out, tmp_path / "final", "--picks", out / PASSED_PICKS_FILE)
+    result = run_finalize(sample_dataset, out, None, tmp_path / "final", "--picks", out / PASSED_PICKS_FILE)
     assert result.returncode == 0, result.stderr
     images = json.loads((tmp_path / "final" / "annotations.json").read_text())["images"]
     assert sorted(tuple(i["file_name"].split("/")[1:]) for i in images if "source_image_id" in i) == sorted(passed)
@@ -84,7 +74,7 @@ def test_bad_picks_end_with_one_error_line(tmp_path, stage_outputs, sample_datas
         (tmp_path / "selected").mkdir()
         flags += ["-i", tmp_path / "selected"]
     before = tree_hashes(stage_outputs, sample_dataset)
-    result = finalize(sample_dataset, stage_outputs, tmp_path / "final", *flags)
+    result = run_finalize(sample_dataset, stage_outputs, None, tmp_path / "final", *flags)
     assert result.returncode == 2, result.stdout
     assert result.stderr.strip().splitlines()[-1].startswith("error: ") and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr

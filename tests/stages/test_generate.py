@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,41 +19,10 @@ import generate_image_gligen as stage
 from cocoaug.generated import MAX_OBJECTS, image_seed, read_manifest, read_png_entry, save_generated_png
 from cocoaug.gligen_sampler import keep_mask_from_boxes
 from cocoaug.runtime import run_cli
+from tests.helpers.scripts import ROOT, run_script
+from tests.helpers.stage_inputs import BOXES, PICTURES, STAGE2_FAST, stage1_record, write_inputs
 
-SCRIPT = Path(__file__).resolve().parents[1] / "generate_image_gligen.py"
-BOXES = [[0.1, 0.2, 0.5, 0.6], [0.55, 0.1, 0.9, 0.95]]
-# image_id: (file_name, width, height): landscape, portrait in a subfolder, square, very wide.
-PICTURES = {1: ("land.jpg", 64, 48), 2: ("sub/portrait.png", 40, 90), 3: ("square.png", 50, 50), 4: ("wide.png", 300, 30)}
-FAST = ["--steps", "2", "--resolution", "64"]
-
-
-def write_inputs(folder: Path, pictures=PICTURES, extra_records=()) -> tuple[Path, Path]:
-    """Write noise pictures and their stage-1 records; return (images folder, prompts file)."""
-    images = folder / "images"
-    rng = np.random.default_rng(0)
-    records = []
-    for image_id, (file_name, width, height) in pictures.items():
-        (images / file_name).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(images / file_name)
-        records.append(record(image_id, file_name, width, height))
-    records.extend(extra_records)
-    prompts = folder / "blip2_post.json"
-    prompts.write_text(json.dumps(records))
-    return images, prompts
-
-
-def record(image_id, file_name, width, height, boxes=BOXES):
-    n = len(boxes)
-    return {
-        "image_id": image_id, "file_name": file_name, "width": width, "height": height,
-        "category_id": 3, "label": "ball", "bbox": boxes, "annotation_ids": list(range(100 * image_id, 100 * image_id + n)),
-        "category_ids": [3, 5] * (n // 2) + [3] * (n % 2), "labels": ["ball", "red dog"] * (n // 2) + ["ball"] * (n % 2),
-        "generated_text": f"a ball and a dog, picture {image_id}",
-    }
-
-
-def run_script(*args, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, **kwargs)
+SCRIPT = "generate_image_gligen.py"
 
 
 def run_here(argv, capsys) -> tuple[int, str, str]:
@@ -75,7 +43,7 @@ def pixels(path) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    many_boxes = record(5, "square.png", 50, 50, boxes=[[0.01 * i, 0.0, 0.01 * i + 0.5, 0.5] for i in range(MAX_OBJECTS + 1)])
+    many_boxes = stage1_record(5, "square.png", 50, 50, boxes=[[0.01 * i, 0.0, 0.01 * i + 0.5, 0.5] for i in range(MAX_OBJECTS + 1)])
     return write_inputs(tmp_path_factory.mktemp("inputs"), extra_records=[many_boxes])
 
 
@@ -83,8 +51,8 @@ def inputs(tmp_path_factory):
 def inpainted(inputs, tiny_models, tmp_path_factory):
     images, prompts = inputs
     out = tmp_path_factory.mktemp("out")
-    result = run_script("--mode", "inpainting", "-i", images, "-p", prompts, "-o", out, "--model", tiny_models / "gligen-inpainting",
-                        *FAST, "--batch-size", "3", "--feather", "2")
+    result = run_script(SCRIPT, "--mode", "inpainting", "-i", images, "-p", prompts, "-o", out,
+                        "--model", tiny_models / "gligen-inpainting", *STAGE2_FAST, "--batch-size", "3", "--feather", "2")
     assert result.returncode == 0, result.stderr
     return out / "inpainting", result
 
@@ -93,8 +61,8 @@ def inpainted(inputs, tiny_models, tmp_path_factory):
 def generated(inputs, tiny_models, tmp_path_factory):
     images, prompts = inputs
     out = tmp_path_factory.mktemp("out")
-    result = run_script("--mode", "generation", "-i", images, "-p", prompts, "-o", out, "--model", tiny_models / "gligen-generation",
-                        *FAST, "--batch-size", "3", "--variants", "2", "--seed", "7")
+    result = run_script(SCRIPT, "--mode", "generation", "-i", images, "-p", prompts, "-o", out,
+                        "--model", tiny_models / "gligen-generation", *STAGE2_FAST, "--batch-size", "3", "--variants", "2", "--seed", "7")
     assert result.returncode == 0, result.stderr
     return out / "generation", result
 
@@ -158,7 +126,7 @@ def test_keep_mask_covers_every_latent_cell_a_box_touches():
 
 
 def test_phrases_come_from_the_template():
-    rec = record(1, "a.png", 10, 10)
+    rec = stage1_record(1, "a.png", 10, 10)
     assert stage.phrases_for(rec, "{label}") == ["ball", "red dog"]
     assert stage.phrases_for(rec, "a photo of a {label} ({category_id})") == ["a photo of a ball (3)", "a photo of a red dog (5)"]
 
@@ -210,7 +178,7 @@ def test_a_rerun_keeps_existing_images_and_overwrite_remakes_them(inpainted, inp
     images, prompts = inputs
     before = {p.name: p.read_bytes() for p in folder.glob("*.png")}
     argv = ["--mode", "inpainting", "-i", images, "-p", prompts, "-o", folder.parent, "--model", tiny_models / "gligen-inpainting",
-            *FAST, "--batch-size", "3", "--feather", "2"]
+            *STAGE2_FAST, "--batch-size", "3", "--feather", "2"]
     code, out, _ = run_here(argv, capsys)
     assert code == 0 and "generated 0, skipped as existing 4" in out
     assert before == {p.name: p.read_bytes() for p in folder.glob("*.png")}
@@ -239,7 +207,7 @@ def test_same_seed_same_image_at_batch_sizes_1_and_3(inputs, tiny_models, tmp_pa
     for batch_size in (1, 3):
         out = tmp_path / f"b{batch_size}"
         code, _, err = run_here(["--mode", "generation", "-i", images, "-p", prompts, "-o", out, "--model", tiny_models / "gligen-generation",
-                                 *FAST, "--batch-size", batch_size, "--scheduler", "EulerAncestralDiscreteScheduler"], capsys)
+                                 *STAGE2_FAST, "--batch-size", batch_size, "--scheduler", "EulerAncestralDiscreteScheduler"], capsys)
         assert code == 0, err
         made.append({p.name: pixels(p) for p in sorted((out / "generation").glob("*.png"))})
     assert made[0].keys() == made[1].keys() and len(made[0]) == 4
@@ -269,7 +237,7 @@ def test_flags_reach_the_manifest(inputs, tiny_models, tmp_path, capsys):
 
 
 def test_help_documents_every_flag():
-    result = run_script("--help")
+    result = run_script(SCRIPT, "--help")
     assert result.returncode == 0
     for action in stage.build_parser()._actions:
         for option in action.option_strings:
@@ -286,7 +254,7 @@ def bad_inputs(tmp_path):
 
 
 def stage_args(images, prompts, out, model, *more):
-    return ["--mode", "inpainting", "-i", images, "-p", prompts, "-o", out, "--model", model, *FAST, *more]
+    return ["--mode", "inpainting", "-i", images, "-p", prompts, "-o", out, "--model", model, *STAGE2_FAST, *more]
 
 
 def test_prompts_that_are_not_stage1_records_are_refused(bad_inputs, tiny_models, capsys):
@@ -299,7 +267,7 @@ def test_prompts_that_are_not_stage1_records_are_refused(bad_inputs, tiny_models
 def test_missing_images_are_listed_in_one_error_unless_skipped(bad_inputs, tiny_models, capsys, caplog):
     folder, images, prompts = bad_inputs
     records = json.loads(prompts.read_text())
-    records += [record(10 + i, f"gone{i}.png", 10, 10) for i in range(12)]
+    records += [stage1_record(10 + i, f"gone{i}.png", 10, 10) for i in range(12)]
     prompts.write_text(json.dumps(records))
     argv = stage_args(images, prompts, folder / "out", tiny_models / "gligen-inpainting")
     code, _, err = run_here(argv, capsys)
@@ -313,7 +281,7 @@ def test_missing_images_are_listed_in_one_error_unless_skipped(bad_inputs, tiny_
 @pytest.mark.parametrize("file_name", ["../land.jpg", "/etc/passwd"])
 def test_file_names_escaping_the_image_folder_are_refused(bad_inputs, tiny_models, capsys, file_name):
     folder, images, prompts = bad_inputs
-    prompts.write_text(json.dumps([record(1, file_name, 64, 48)]))
+    prompts.write_text(json.dumps([stage1_record(1, file_name, 64, 48)]))
     code, _, err = run_here(stage_args(images, prompts, folder / "out", tiny_models / "gligen-inpainting"), capsys)
     assert code == 2 and err.startswith("error: file_name ") and file_name in err
 
@@ -446,7 +414,7 @@ def test_an_interrupted_run_leaves_whole_files_and_resumes(tmp_path, tiny_models
     pictures = {i: (f"p{i}.png", 96, 64) for i in range(1, 11)}
     images, prompts = write_inputs(tmp_path, pictures)
     out = tmp_path / "out"
-    args = [sys.executable, str(SCRIPT), "--mode", "generation", "-i", images, "-p", prompts, "-o", out,
+    args = [sys.executable, str(ROOT / SCRIPT), "--mode", "generation", "-i", images, "-p", prompts, "-o", out,
             "--model", tiny_models / "gligen-generation", "--steps", "3", "--resolution", "64", "--batch-size", "1"]
     proc = subprocess.Popen(list(map(str, args)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     folder = out / "generation"
@@ -464,7 +432,7 @@ def test_an_interrupted_run_leaves_whole_files_and_resumes(tmp_path, tiny_models
         assert not [p for p in os.listdir(folder) if p.endswith(".tmp")]
     else:
         assert proc.returncode == -signal.SIGKILL
-    again = run_script(*args[2:])
+    again = run_script(SCRIPT, *args[2:])
     assert again.returncode == 0, again.stderr
     assert f"generated {len(pictures) - len(done)}, skipped as existing {len(done)}" in again.stdout
     assert sorted(os.listdir(folder)) == sorted([f"3_{i:04d}.png" for i in pictures] + ["manifest.jsonl"])

@@ -1,28 +1,23 @@
 """Stage 2 under torchrun: two processes split the records and together make what one makes."""
 
-import subprocess
-import sys
-
 import numpy as np
 from PIL import Image
 
 from cocoaug.generated import read_manifest
-from test_generate import FAST, SCRIPT, write_inputs
+from tests.helpers.scripts import ROOT, run_python, run_script
+from tests.helpers.stage_inputs import STAGE2_FAST, write_inputs
 
+SCRIPT = "generate_image_gligen.py"
 PICTURES = {i: (f"p{i}.png", 48 + 8 * i, 40) for i in range(1, 6)}
 
 
 def test_two_processes_make_the_same_files_and_manifest_as_one(tmp_path, tiny_models):
     images, prompts = write_inputs(tmp_path, PICTURES)
     common = ["--mode", "generation", "-i", images, "-p", prompts, "--model", tiny_models / "gligen-generation",
-              *FAST, "--batch-size", "2", "--variants", "2", "--device", "cpu"]
-    one = subprocess.run([sys.executable, SCRIPT, *common, "-o", tmp_path / "one"], capture_output=True, text=True)
+              *STAGE2_FAST, "--batch-size", "2", "--variants", "2", "--device", "cpu"]
+    one = run_script(SCRIPT, *common, "-o", tmp_path / "one")
     assert one.returncode == 0, one.stderr
-    two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         SCRIPT, *common, "-o", tmp_path / "two"],
-        capture_output=True, text=True,
-    )
+    two = run_python("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", ROOT / SCRIPT, *common, "-o", tmp_path / "two")
     assert two.returncode == 0, two.stderr
     assert "rank 0: generated 5" in two.stdout and "rank 1: generated 5" in two.stdout
 

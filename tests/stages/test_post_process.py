@@ -14,7 +14,10 @@ from PIL import Image
 from cocoaug import captions
 import generate_prompt_blip2 as stage
 from cocoaug.records import RECORD_FIELDS, load_records
-from test_select import run_stage, write_coco
+from tests.helpers.scripts import run_script
+from tests.helpers.stage_inputs import write_coco
+
+SCRIPT = "generate_prompt_blip2.py"
 
 
 def args_for(*flags, tmp_path=None, rules=None):
@@ -120,7 +123,7 @@ def test_bad_rules_file_is_refused_before_anything_runs(tmp_path, rules, message
     path.write_text(json.dumps(rules))
     images = tmp_path / "images"
     images.mkdir()
-    result = run_stage("-i", images, "-a", write_coco(tmp_path), "-o", tmp_path / "out", "--rules", path)
+    result = run_script(SCRIPT, "-i", images, "-a", write_coco(tmp_path), "-o", tmp_path / "out", "--rules", path)
     assert result.returncode == 2 and result.stderr.startswith("error: " + message), result.stderr
     assert str(path) in result.stderr
 
@@ -159,8 +162,8 @@ def test_end_to_end_post_processing_counts_drops_and_writes_json_and_csv(tmp_pat
     images, annotations, out = captioned_toy
     rules = tmp_path / "rules.json"
     rules.write_text(json.dumps([{"pattern": "sting ray", "replacement": "stingray"}]))
-    result = run_stage("-i", images, "-a", annotations, "-o", out, "--model", "tiny-model",
-                       "--forbid", "person", "--missing-label", "drop", "--rules", rules, cwd=tmp_path)
+    result = run_script(SCRIPT, "-i", images, "-a", annotations, "-o", out, "--model", "tiny-model",
+                        "--forbid", "person", "--missing-label", "drop", "--rules", rules, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     raw = load_records(out / "blip2.json")
     final = load_records(out / "blip2_post.json")
@@ -184,7 +187,7 @@ def test_end_to_end_post_processing_counts_drops_and_writes_json_and_csv(tmp_pat
 
 def test_prepend_mode_end_to_end_and_selected_originals(tmp_path, captioned_toy):
     images, annotations, out = captioned_toy
-    result = run_stage("-i", images, "-a", annotations, "-o", out, "--model", "tiny-model", cwd=tmp_path)
+    result = run_script(SCRIPT, "-i", images, "-a", annotations, "-o", out, "--model", "tiny-model", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     final = {r["image_id"]: r["generated_text"] for r in load_records(out / "blip2_post.json")}
     assert final == {
@@ -199,5 +202,5 @@ def test_prepend_mode_end_to_end_and_selected_originals(tmp_path, captioned_toy)
     assert [i["id"] for i in selected["images"]] == [1, 7, 8, 9]
     assert sorted(a["image_id"] for a in selected["annotations"]) == [1, 1, 7] + [8] * 6 + [9]
     assert selected["categories"] == json.loads(annotations.read_text())["categories"]
-    again = run_stage("-i", images, "-a", annotations, "-o", out, "--model", "tiny-model", cwd=tmp_path)
+    again = run_script(SCRIPT, "-i", images, "-a", annotations, "-o", out, "--model", "tiny-model", cwd=tmp_path)
     assert again.returncode == 2 and "output exists; pass --overwrite" in again.stderr

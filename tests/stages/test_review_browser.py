@@ -5,9 +5,7 @@ as docs/review.png is."""
 
 import json
 import shutil
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,13 +13,11 @@ from PIL import Image
 
 from cocoaug.picks import REVIEW_PICKS_FILE, read_picks
 from cocoaug.review import ReviewPicture, page_data, render_page
-from review_run import start_server, stop_server
-from stage_outputs import make_scores
-from test_draw import run_draw
-from test_finalize_picks import finalize
+from tests.helpers.review_run import start_server, stop_server
+from tests.helpers.scripts import ROOT, run_finalize, run_script
+from tests.helpers.stage_outputs import make_scores
 
 pytestmark = pytest.mark.browser
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 from review_screenshot import open_browser, wait_until  # noqa: E402  (scripts/ is not a package)
 
@@ -42,7 +38,7 @@ def run(tmp_path, stage_outputs, sample_dataset):
     out, boxes = tmp_path / "out", tmp_path / "boxes"
     shutil.copytree(stage_outputs, out)
     passed = make_scores(out)
-    result = run_draw("-g", out, "-p", out / "blip2_post.json", "-i", sample_dataset / "images", "-o", boxes)
+    result = run_script("draw_bboxes.py", "-g", out, "-p", out / "blip2_post.json", "-i", sample_dataset / "images", "-o", boxes)
     assert result.returncode == 0, result.stderr
     return out, boxes, passed
 
@@ -73,6 +69,7 @@ def picks_pairs(path) -> list[tuple[str, str]]:
     return [(p.mode, p.file_name) for p in read_picks(path).picks]
 
 
+@pytest.mark.slow  # stage 3, the review in the browser, then stage 4
 def test_file_page_keys_decide_undo_export_and_finalize(browser, run, tmp_path, sample_dataset):
     out, boxes, passed = run
     page, errors = open_page(browser, (boxes / "review.html").as_uri())
@@ -130,7 +127,7 @@ def test_file_page_keys_decide_undo_export_and_finalize(browser, run, tmp_path, 
     assert read_picks(exported).generated_dir == str(out.resolve())
     assert not errors
 
-    result = finalize(sample_dataset, out, tmp_path / "final", "--picks", exported)
+    result = run_finalize(sample_dataset, out, None, tmp_path / "final", "--picks", exported)
     assert result.returncode == 0, result.stderr
     images = json.loads((tmp_path / "final" / "annotations.json").read_text())["images"]
     assert sorted(tuple(i["file_name"].split("/")[1:]) for i in images if "source_image_id" in i) == kept
@@ -164,6 +161,7 @@ def test_filters_and_sorting(browser, run):
     assert not errors
 
 
+@pytest.mark.slow  # stage 3, the review in the browser, then stage 4
 def test_served_page_saves_every_decision_and_two_tabs_merge_theirs(browser, run, tmp_path, sample_dataset):
     out, boxes, passed = run
     process, url = start_server("-g", out, "-p", out / "blip2_post.json", "-i", sample_dataset / "images", "-o", boxes,
@@ -217,7 +215,7 @@ def test_served_page_saves_every_decision_and_two_tabs_merge_theirs(browser, run
     finally:
         code, _ = stop_server(process)
     assert code == 0
-    result = finalize(sample_dataset, out, tmp_path / "final", "--picks", boxes / REVIEW_PICKS_FILE)
+    result = run_finalize(sample_dataset, out, None, tmp_path / "final", "--picks", boxes / REVIEW_PICKS_FILE)
     assert result.returncode == 0, result.stderr
     images = json.loads((tmp_path / "final" / "annotations.json").read_text())["images"]
     assert len([i for i in images if "source_image_id" in i]) == len(read_picks(boxes / REVIEW_PICKS_FILE).picks)
@@ -258,8 +256,7 @@ def test_only_the_current_page_is_rendered_and_the_plan_is_counted(browser, tmp_
 def test_screenshot_is_not_blank(run, tmp_path):
     _, boxes, _ = run
     shot = tmp_path / "review.png"
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "review_screenshot.py"), str(boxes / "review.html"), str(shot)],
-                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    result = run_script("scripts/review_screenshot.py", boxes / "review.html", shot, timeout=300)
     assert result.returncode == 0, result.stderr
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
     assert pixels.shape == (900, 1400) and pixels.std() > 20

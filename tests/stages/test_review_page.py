@@ -15,9 +15,10 @@ import draw_bboxes as stage
 from cocoaug.picks import PASSED_PICKS_FILE, read_picks, write_picks
 from cocoaug.review import CARDS_PER_PAGE, ReviewPicture, page_data, read_page_data, render_page
 from cocoaug.scores import read_scores, write_scores
-from stage_outputs import make_scores
-from test_draw import run_draw
+from tests.helpers.scripts import run_script
+from tests.helpers.stage_outputs import make_scores
 
+SCRIPT = "draw_bboxes.py"
 GREY = (128, 128, 128)
 
 
@@ -84,7 +85,7 @@ def scored_run(tmp_path_factory, stage_outputs, sample_dataset):
     shutil.copytree(stage_outputs, out)
     passed = make_scores(out)
     boxes = root / "boxes"
-    result = run_draw("-g", out, "-p", out / "blip2_post.json", "-i", sample_dataset / "images", "-o", boxes)
+    result = run_script(SCRIPT, "-g", out, "-p", out / "blip2_post.json", "-i", sample_dataset / "images", "-o", boxes)
     assert result.returncode == 0, result.stderr
     return out, boxes, passed, result
 
@@ -114,17 +115,17 @@ def test_a_copy_is_redrawn_when_its_scores_change_and_kept_otherwise(tmp_path, s
     shutil.copytree(out_before, out)
     shutil.copytree(boxes_before, boxes)
     args = ["-g", out, "-p", out / "blip2_post.json", "-i", sample_dataset / "images", "-o", boxes]
-    result = run_draw(*args)
+    result = run_script(SCRIPT, *args)
     assert result.returncode == 0 and "drawn 0, skipped as existing 16" in result.stdout and "overviews written 0" in result.stdout
     page_written = (boxes / "review.html").stat().st_mtime_ns  # rewritten once: this OUT_DIR is elsewhere
-    assert run_draw(*args).returncode == 0
+    assert run_script(SCRIPT, *args).returncode == 0
     assert (boxes / "review.html").stat().st_mtime_ns == page_written  # the same page is not rewritten
     scores = read_scores(out / "inpainting")
     name = sorted(scores)[0]
     scores[name]["boxes"][0]["region_clip"] = 0.99
     write_scores(out / "inpainting", scores.values())
     before = (boxes / "inpainting" / name).read_bytes()
-    result = run_draw(*args)
+    result = run_script(SCRIPT, *args)
     assert result.returncode == 0 and "drawn 1, skipped as existing 15" in result.stdout and "overviews written 1" in result.stdout
     assert (boxes / "inpainting" / name).read_bytes() != before
     assert (boxes / "review.html").stat().st_mtime_ns != page_written and "0.99" in (boxes / "review.html").read_text()
@@ -169,7 +170,7 @@ def test_a_picks_passed_file_for_another_folder_is_left_out_with_a_warning(tmp_p
     out = tmp_path / "out"
     shutil.copytree(stage_outputs, out)
     write_picks(out / PASSED_PICKS_FILE, [("generation", "1_0001.png")], tmp_path / "elsewhere")
-    result = run_draw("-g", out, "-p", out / "blip2_post.json", "-o", tmp_path / "boxes", "--no-overview")
+    result = run_script(SCRIPT, "-g", out, "-p", out / "blip2_post.json", "-o", tmp_path / "boxes", "--no-overview")
     assert result.returncode == 0, result.stderr
     assert "does not start from" in result.stderr and "made for the stage-2 folder" in result.stderr
     data = read_page_data(tmp_path / "boxes" / "review.html")
@@ -184,7 +185,7 @@ def test_records_with_variants_give_the_plan_per_category(tmp_path, stage_output
     for k, record in enumerate(records):
         record["variants"] = k + 1
     (out / "blip2_post.json").write_text(json.dumps(records))
-    result = run_draw("-g", out, "-p", out / "blip2_post.json", "-o", tmp_path / "boxes", "--no-overview")
+    result = run_script(SCRIPT, "-g", out, "-p", out / "blip2_post.json", "-o", tmp_path / "boxes", "--no-overview")
     assert result.returncode == 0, result.stderr
     data = read_page_data(tmp_path / "boxes" / "review.html")
     assert data["has_plan"] and [card["variants"] for card in data["cards"]] == [k + 1 for k in range(len(records))]

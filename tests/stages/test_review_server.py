@@ -15,9 +15,11 @@ import pytest
 
 from cocoaug.picks import REVIEW_PICKS_FILE, read_picks
 from cocoaug.review_server import MAX_BODY_BYTES, is_local, start_lines
-from review_run import start_server, stop_server
-from stage_outputs import make_scores
-from test_draw import run_draw, tree_hashes
+from tests.helpers.review_run import start_server, stop_server
+from tests.helpers.scripts import run_script, tree_hashes
+from tests.helpers.stage_outputs import make_scores
+
+SCRIPT = "draw_bboxes.py"
 
 
 @pytest.fixture(scope="module")
@@ -270,8 +272,8 @@ def test_a_port_in_use_is_one_error_line(tmp_path, stage_outputs):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = run_draw("-g", stage_outputs, "-p", stage_outputs / "blip2_post.json", "-o", tmp_path / "boxes",
-                          "--no-overview", "--serve", "--port", port)
+        result = run_script(SCRIPT, "-g", stage_outputs, "-p", stage_outputs / "blip2_post.json", "-o", tmp_path / "boxes",
+                            "--no-overview", "--serve", "--port", port)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == f"error: port {port} is already in use: stop the other server or pass another --port (127.0.0.1:{port})"
     assert "Traceback" not in result.stderr

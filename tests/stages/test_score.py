@@ -18,20 +18,20 @@ from PIL import Image
 from cocoaug.picks import read_picks
 from cocoaug.quality import Detection, Thresholds, judge
 from cocoaug.scores import read_scores
+from tests.helpers.scripts import ROOT, run_python, run_script
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "score_images.py"
+SCRIPT = "score_images.py"
 DETECTORS = ["owlv2", "grounding-dino"]
 LENIENT = ["--min-iou", "0", "--min-detector-score", "0.05", "--min-region-clip", "-1", "--max-extra-objects", "1000"]
 
 
-def score_command(out: Path, models: Path, detector: str, *extra) -> list[str]:
-    return [sys.executable, str(SCRIPT), "-g", str(out), "-p", str(out / "blip2_post.json"), "--detector", str(models / detector),
+def score_flags(out: Path, models: Path, detector: str, *extra) -> list[str]:
+    return ["-g", str(out), "-p", str(out / "blip2_post.json"), "--detector", str(models / detector),
             "--clip-model", str(models / "clip"), "--device", "cpu", *map(str, extra)]
 
 
-def run_score(*command) -> subprocess.CompletedProcess:
-    return subprocess.run(list(command), capture_output=True, text=True, cwd=ROOT, timeout=600)
+def run_score(*flags) -> subprocess.CompletedProcess:
+    return run_script(SCRIPT, *flags, timeout=600)
 
 
 def copy_outputs(stage_outputs: Path, target: Path) -> Path:
@@ -69,7 +69,7 @@ def references(stage_outputs, tiny_models, tmp_path_factory):
     def get(detector: str):
         if detector not in made:
             out = copy_outputs(stage_outputs, tmp_path_factory.mktemp("reference") / "out")
-            result = run_score(*score_command(out, tiny_models, detector, "--mode", "generation", "--batch-size", "1"))
+            result = run_score(*score_flags(out, tiny_models, detector, "--mode", "generation", "--batch-size", "1"))
             assert result.returncode == 0, result.stderr
             made[detector] = out, result
         return made[detector]
@@ -126,10 +126,11 @@ def test_resume_after_sigkill_with_another_batch_size_then_new_thresholds_withou
     models = tmp_path / "models"
     for name in (detector, "clip"):
         shutil.copytree(tiny_models / name, models / name)
-    command = score_command(out, models, detector, "--mode", "generation")
+    flags = score_flags(out, models, detector, "--mode", "generation")
 
     # 1. Kill a run (SIGKILL: no clean-up) once it has finished its first picture.
-    process = subprocess.Popen(command + ["--batch-size", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    process = subprocess.Popen([sys.executable, str(ROOT / SCRIPT), *flags, "--batch-size", "1"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     partial = out / "generation" / "scores.partial.0.jsonl"
     deadline = time.monotonic() + 300
     while not (partial.is_file() and partial.read_bytes().count(b"\n") >= 1) and time.monotonic() < deadline and process.poll() is None:
@@ -141,7 +142,7 @@ def test_resume_after_sigkill_with_another_batch_size_then_new_thresholds_withou
     assert done >= 1
 
     # 2. The rerun scores only the rest, three pictures per batch, and ends with the same scores.
-    result = run_score(*command, "--batch-size", "3")
+    result = run_score(*flags, "--batch-size", "3")
     assert result.returncode == 0, result.stderr
     total = len(read_scores(reference_out / "generation"))
     assert f"scored {total - done}, reused {done} unchanged" in result.stdout
@@ -152,7 +153,7 @@ def test_resume_after_sigkill_with_another_batch_size_then_new_thresholds_withou
     before = read_scores(out / "generation")
     for name in (detector, "clip"):
         (models / name / "model.safetensors").unlink()
-    result = run_score(*command, *LENIENT)
+    result = run_score(*flags, *LENIENT)
     assert result.returncode == 0, result.stderr
     assert f"scored 0, reused {total} unchanged" in result.stdout
     after = read_scores(out / "generation")
@@ -167,7 +168,7 @@ def test_resume_after_sigkill_with_another_batch_size_then_new_thresholds_withou
     assert read_picks(out / "picks_passed.json").provenance["thresholds"]["min_region_clip"] == -1.0
 
     # 4. A threshold below the detections kept cannot be judged from the file: the models are needed.
-    result = run_score(*command, "--min-detector-score", "0.01")
+    result = run_score(*flags, "--min-detector-score", "0.01")
     assert result.returncode == 2 and "cannot load the model" in result.stderr
 
 
@@ -175,24 +176,24 @@ def test_a_changed_picture_is_scored_again_and_overwrite_rescores_all(references
     detector = "owlv2"  # the resume rule does not depend on the detector
     reference_out, _ = references(detector)
     out = copy_outputs(reference_out, tmp_path / "out")
-    command = score_command(out, tiny_models, detector, "--mode", "generation")
+    flags = score_flags(out, tiny_models, detector, "--mode", "generation")
     written = [out / "generation" / "scores.jsonl", out / "scores.csv", out / "score_summary.csv", out / "picks_passed.json"]
-    result = run_score(*command)  # the copy's picks file still names the reference's folder: rewritten
+    result = run_score(*flags)  # the copy's picks file still names the reference's folder: rewritten
     assert result.returncode == 0 and "scored 0, reused 8 unchanged" in result.stdout, result.stderr
     assert read_picks(out / "picks_passed.json").generated_dir == str(out.resolve())
     stamps = [path.stat().st_mtime_ns for path in written]
-    result = run_score(*command)
+    result = run_score(*flags)
     assert result.returncode == 0 and "scored 0, reused 8 unchanged" in result.stdout, result.stderr
     assert [path.stat().st_mtime_ns for path in written] == stamps  # nothing new: nothing rewritten
 
     changed = sorted((out / "generation").glob("*.png"))[0]
     Image.new("RGB", Image.open(changed).size, (255, 0, 0)).save(changed)
-    result = run_score(*command)
+    result = run_score(*flags)
     assert result.returncode == 0, result.stderr
     total = len(read_scores(out / "generation"))
     assert f"scored 1, reused {total - 1} unchanged" in result.stdout
     assert read_scores(out / "generation")[changed.name]["sha256"] != read_scores(reference_out / "generation")[changed.name]["sha256"]
-    result = run_score(*command, "--overwrite")
+    result = run_score(*flags, "--overwrite")
     assert f"scored {total}, reused 0" in result.stdout
 
 
@@ -200,8 +201,8 @@ def test_two_processes_give_the_scores_of_one(references, stage_outputs, tiny_mo
     detector = "owlv2"  # the split does not depend on the detector
     reference_out, _ = references(detector)
     out = copy_outputs(stage_outputs, tmp_path / "out")
-    command = score_command(out, tiny_models, detector, "--mode", "generation", "--batch-size", "1")
-    result = run_score(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *command[1:])
+    flags = score_flags(out, tiny_models, detector, "--mode", "generation", "--batch-size", "1")
+    result = run_python("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", ROOT / SCRIPT, *flags, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "rank 0: scored 4" in result.stdout and "rank 1: scored 4" in result.stdout
     assert_same_measures(measured(out / "generation"), measured(reference_out / "generation"))
@@ -215,10 +216,10 @@ def test_two_processes_give_the_scores_of_one(references, stage_outputs, tiny_mo
 
 def test_bad_input_is_one_error_line(stage_outputs, tiny_models, tmp_path):
     def expect_error(out, *extra, message, detector="owlv2", records=None):
-        command = score_command(out, tiny_models, detector, "--mode", "generation", *extra)
+        flags = score_flags(out, tiny_models, detector, "--mode", "generation", *extra)
         if records is not None:
-            command[command.index("-p") + 1] = str(records)
-        result = run_score(*command)
+            flags[flags.index("-p") + 1] = str(records)
+        result = run_score(*flags)
         assert result.returncode == 2, result.stderr
         lines = result.stderr.strip().splitlines()
         assert lines[-1].startswith("error: ") and message in lines[-1], lines
@@ -243,9 +244,9 @@ def test_bad_input_is_one_error_line(stage_outputs, tiny_models, tmp_path):
     pictures.mkdir()
     for png in (stage_outputs / "generation").glob("*.png"):
         shutil.copy(png, pictures)
-    command = score_command(other_records, tiny_models, "owlv2")
-    command[command.index("-g") + 1] = str(pictures)
-    result = run_score(*command)
+    flags = score_flags(other_records, tiny_models, "owlv2")
+    flags[flags.index("-g") + 1] = str(pictures)
+    result = run_score(*flags)
     assert result.returncode == 2 and "not stage 2's OUT_DIR" in result.stderr
     assert sorted(p.name for p in pictures.iterdir()) == sorted(p.name for p in (stage_outputs / "generation").glob("*.png"))
     expect_error(other_records, records=other_records / "picks_passed.json", message="is one of the files score_images.py writes")
@@ -259,10 +260,10 @@ def test_bad_input_is_one_error_line(stage_outputs, tiny_models, tmp_path):
 
 def test_a_hub_model_offline_is_one_error_line(stage_outputs, tiny_models, tmp_path):
     out = copy_outputs(stage_outputs, tmp_path / "out")
-    command = [sys.executable, str(SCRIPT), "-g", str(out), "-p", str(out / "blip2_post.json"), "--mode", "generation",
-               "--clip-model", str(tiny_models / "clip"), "--device", "cpu"]  # the default detector, a hub id
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=600,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty_cache")})
+    flags = ["-g", str(out), "-p", str(out / "blip2_post.json"), "--mode", "generation",
+             "--clip-model", str(tiny_models / "clip"), "--device", "cpu"]  # the default detector, a hub id
+    result = run_script(SCRIPT, *flags, timeout=600,
+                        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty_cache")})
     assert result.returncode == 2 and "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: cannot load the model") and last.endswith("(google/owlv2-base-patch16-ensemble)")

@@ -5,9 +5,6 @@ No model is needed: --select-only loads none and reads no image.
 
 import json
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,22 +12,10 @@ import pytest
 import generate_prompt_blip2 as stage
 from cocoaug.coco import load_coco
 from cocoaug.records import load_records
+from tests.helpers.scripts import ROOT, run_python, run_script
+from tests.helpers.stage_inputs import TOY, write_coco
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "generate_prompt_blip2.py"
-CATEGORIES = [{"id": 3, "name": "cat"}, {"id": 17, "name": "dog"}, {"id": 40, "name": "teddy bear"}]
-# image_id: (file_name, width, height, [(category_id, bbox_xywh, iscrowd), ...])
-TOY = {
-    1: ("a.jpg", 100, 50, [(3, [10, 10, 20, 20], 0), (3, [50, 5, 30, 40], 0)]),  # selected
-    2: ("empty.jpg", 100, 50, []),  # no annotations
-    3: ("mixed.jpg", 100, 50, [(3, [0, 0, 10, 10], 0), (17, [20, 20, 10, 10], 0)]),  # multi-category
-    4: ("crowd7.jpg", 100, 50, [(3, [i * 10, 0, 5, 5], 0) for i in range(7)]),  # too many objects
-    5: ("crowd.jpg", 100, 50, [(17, [0, 0, 30, 30], 1)]),  # crowd annotation
-    6: ("outside.jpg", 100, 50, [(3, [200, 10, 20, 20], 0)]),  # degenerate after clipping
-    7: ("tiny.jpg", 100, 50, [(17, [5, 5, 2, 2], 0)]),  # 4 px box: selected unless --min-box-area > 4
-    8: ("six.jpg", 80, 40, [(17, [i * 10, 0, 10, 10], 0) for i in range(5)] + [(17, [70, 30, 20, 20], 0)]),
-    9: ("sub/a.jpg", 60, 90, [(40, [0, 0, 30, 45], 0)]),
-}
+SCRIPT = "generate_prompt_blip2.py"
 DEFAULT = [1, 7, 8, 9]
 FLAG_CASES = [
     ([], DEFAULT),
@@ -45,28 +30,9 @@ FLAG_CASES = [
 ]
 
 
-def write_coco(folder: Path, images=TOY, categories=CATEGORIES) -> Path:
-    coco = {"images": [], "annotations": [], "categories": categories}
-    ann_id = 100
-    for image_id, (file_name, width, height, boxes) in images.items():
-        coco["images"].append({"id": image_id, "file_name": file_name, "width": width, "height": height})
-        for category_id, bbox, crowd in boxes:
-            ann_id += 1
-            coco["annotations"].append({"id": ann_id, "image_id": image_id, "category_id": category_id,
-                                        "bbox": bbox, "area": bbox[2] * bbox[3], "iscrowd": crowd})
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "annotations.json"
-    path.write_text(json.dumps(coco))
-    return path
-
-
-def run_stage(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, cwd=cwd)
-
-
 def select(tmp_path, annotations, images_dir, *flags) -> tuple[list[dict], str]:
     out = tmp_path / "out"
-    result = run_stage("-i", images_dir, "-a", annotations, "-o", out, "--select-only", "--overwrite", *flags)
+    result = run_script(SCRIPT, "-i", images_dir, "-a", annotations, "-o", out, "--select-only", "--overwrite", *flags)
     assert result.returncode == 0, result.stderr
     return load_records(out / "selection.json", require_text=False), result.stdout
 
@@ -170,7 +136,7 @@ def test_select_only_imports_no_model_library(tmp_path, toy):
         " '--select-only', '--model', '/no/such/model']))\n"
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'a model library was imported'\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    result = run_python("-c", code)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "o" / "selection.json").exists()
     assert not (tmp_path / "o" / "blip2.json").exists()
@@ -193,7 +159,7 @@ def test_image_table_counts_per_image(tmp_path):
     (["--min-box-area", "-5"], "error: must not be negative"),
 ])
 def test_bad_flags_end_with_one_error_line(tmp_path, toy, flags, message):
-    result = run_stage("-i", toy[1], "-a", toy[0], "-o", tmp_path / "out", "--select-only", *flags)
+    result = run_script(SCRIPT, "-i", toy[1], "-a", toy[0], "-o", tmp_path / "out", "--select-only", *flags)
     assert result.returncode == 2
     assert result.stderr.startswith(message) and result.stderr.count("\n") == 1, result.stderr
     assert not (tmp_path / "out" / "selection.json").exists()
@@ -209,10 +175,10 @@ def test_bad_inputs_end_with_one_error_line(tmp_path, toy):
         (["-i", images, "-a", broken], "annotation file is not valid JSON"),
     ]
     for args, message in cases:
-        result = run_stage(*args, "-o", tmp_path / "out", "--select-only")
+        result = run_script(SCRIPT, *args, "-o", tmp_path / "out", "--select-only")
         assert result.returncode == 2 and result.stderr.startswith("error: " + message), result.stderr
         assert "Traceback" not in result.stderr
-    same = run_stage("-i", images, "-a", annotations, "-o", images, "--select-only")
+    same = run_script(SCRIPT, "-i", images, "-a", annotations, "-o", images, "--select-only")
     assert same.returncode == 2 and f"the output folder {images} is the image folder {images}" in same.stderr
 
 
@@ -221,27 +187,27 @@ def test_bad_inputs_end_with_one_error_line(tmp_path, toy):
     ("/etc/x.png", "error: file_name is an absolute path; it must be relative to the image folder (/etc/x.png)"),
 ])
 def test_select_only_refuses_a_file_name_outside_the_image_folder(tmp_path, file_name, message):
-    """The same line as the full run (tests/test_caption.py), found from the name alone: no file is read."""
+    """The same line as the full run (tests/stages/test_caption.py), found from the name alone: no file is read."""
     annotations = write_coco(tmp_path / "ann", {1: (file_name, 64, 48, [(3, [5, 5, 20, 20], 0)]), **{9: TOY[9]}})
     (tmp_path / "images").mkdir()
-    result = run_stage("-i", tmp_path / "images", "-a", annotations, "-o", tmp_path / "out", "--select-only")
+    result = run_script(SCRIPT, "-i", tmp_path / "images", "-a", annotations, "-o", tmp_path / "out", "--select-only")
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [message], result.stderr
     assert not (tmp_path / "out" / "selection.json").exists()
 
 
 def test_existing_selection_needs_overwrite(tmp_path, toy):
     out = tmp_path / "out"
-    assert run_stage("-i", toy[1], "-a", toy[0], "-o", out, "--select-only").returncode == 0
-    again = run_stage("-i", toy[1], "-a", toy[0], "-o", out, "--select-only", "--limit", "1")
+    assert run_script(SCRIPT, "-i", toy[1], "-a", toy[0], "-o", out, "--select-only").returncode == 0
+    again = run_script(SCRIPT, "-i", toy[1], "-a", toy[0], "-o", out, "--select-only", "--limit", "1")
     assert again.returncode == 2 and "output exists; pass --overwrite" in again.stderr
     assert str(out / "selection.json") in again.stderr
     assert len(json.loads((out / "selection.json").read_text())) == len(DEFAULT)
-    assert run_stage("-i", toy[1], "-a", toy[0], "-o", out, "--select-only", "--limit", "1", "--overwrite").returncode == 0
+    assert run_script(SCRIPT, "-i", toy[1], "-a", toy[0], "-o", out, "--select-only", "--limit", "1", "--overwrite").returncode == 0
     assert len(json.loads((out / "selection.json").read_text())) == 1
 
 
 def test_help_and_stage1_docs_name_every_flag():
-    help_text = run_stage("--help").stdout
+    help_text = run_script(SCRIPT, "--help").stdout
     docs = "\n".join(path.read_text() for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
     flags = [o for action in stage.build_parser()._actions for o in action.option_strings if o.startswith("--")]
     assert len(flags) > 20

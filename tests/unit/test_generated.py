@@ -1,10 +1,6 @@
 """cocoaug.generated, stage 2's output contract: names, seeds, manifest entries written and read
 back, the settings comparison; and it imports without torch."""
 
-import subprocess
-import sys
-from pathlib import Path
-
 import orjson
 import pytest
 from PIL import Image
@@ -14,15 +10,15 @@ from cocoaug.generated import (
     PNG_ENTRY_KEY, image_seed, manifest_entry, output_name, parse_generated_name, read_manifest, read_png_entry,
     rebuild_manifest, save_generated_png, settings_differences,
 )
+from tests.helpers.scripts import run_python
 
-ROOT = Path(__file__).resolve().parents[1]
 RECORD = {"image_id": 7, "file_name": "sub/a.jpg", "bbox": [[0.1, 0.2, 0.5, 0.6]]}
 SETTINGS = {"mode": "inpainting", "model": "m", "steps": 50, "resolution": 512, "negative_prompt": "", "keep_background": True}
 
 
 def test_imports_without_torch():
     code = "import sys, cocoaug.generated; print('torch' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    result = run_python("-c", code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
 

@@ -3,9 +3,6 @@
 import argparse
 import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +10,7 @@ import torch
 from cocoaug.errors import UserError
 from cocoaug.cli import add_debug
 from cocoaug.runtime import run_cli
+from tests.helpers.scripts import run_script
 
 
 def parser_with_batch_size() -> argparse.ArgumentParser:
@@ -66,13 +64,11 @@ def test_an_interrupt_says_how_to_resume(capsys):
 ])
 def test_an_unreachable_hub_ends_at_once_with_one_error_line(script, flags, sample_dataset, stage_outputs, tmp_path):
     """No retries for half a minute and no warning printed twice: one line naming the model, exit code 2."""
-    root = Path(__file__).resolve().parents[1]
     env = {key: value for key, value in os.environ.items() if key not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf_home"))  # nothing listens on port 9; empty cache
     inputs = (["-a", sample_dataset / "annotations.json"] if script.startswith("generate_prompt")
               else ["-p", stage_outputs / "blip2_post.json"])
-    result = subprocess.run([sys.executable, str(root / script), "-i", sample_dataset / "images", *inputs, "-o", tmp_path / "out",
-                             *flags], capture_output=True, text=True, env=env, timeout=120)
+    result = run_script(script, "-i", sample_dataset / "images", *inputs, "-o", tmp_path / "out", *flags, env=env, timeout=120)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot reach the hub (http://127.0.0.1:9"), result.stderr
@@ -81,17 +77,15 @@ def test_an_unreachable_hub_ends_at_once_with_one_error_line(script, flags, samp
 
 
 def test_a_hub_model_in_the_local_cache_is_used_when_the_hub_is_unreachable(sample_dataset, tiny_models, tmp_path):
-    root = Path(__file__).resolve().parents[1]
     snapshot = tmp_path / "hf_home" / "hub" / "models--someone--tiny-blip2" / "snapshots" / "0123abcd"
     shutil.copytree(tiny_models / "blip2", snapshot)
     (snapshot.parents[1] / "refs").mkdir()
     (snapshot.parents[1] / "refs" / "main").write_text("0123abcd")
     env = {key: value for key, value in os.environ.items() if key not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf_home"))
-    result = subprocess.run([sys.executable, str(root / "generate_prompt_blip2.py"), "-i", sample_dataset / "images",
-                             "-a", sample_dataset / "annotations.json", "-o", tmp_path / "out", "--model", "someone/tiny-blip2",
-                             "--limit", "1", "--max-new-tokens", "4", "--device", "cpu", "--dtype", "float32"],
-                            capture_output=True, text=True, env=env, timeout=300)
+    result = run_script("generate_prompt_blip2.py", "-i", sample_dataset / "images",
+                        "-a", sample_dataset / "annotations.json", "-o", tmp_path / "out", "--model", "someone/tiny-blip2",
+                        "--limit", "1", "--max-new-tokens", "4", "--device", "cpu", "--dtype", "float32", env=env, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "cannot be reached" in result.stderr and "using someone/tiny-blip2 from the local cache" in result.stderr
     assert (tmp_path / "out" / "blip2.json").is_file()
