@@ -17,7 +17,8 @@ $(VENV)/.installed: requirements.txt requirements-test.txt
 	$(PY) -m pip install --quiet -r requirements.txt -r requirements-test.txt
 	touch $@
 
-# Every test, the end-to-end ones (marked slow) included; pytest's configuration is in pyproject.toml.
+# Every test but the browser ones, the end-to-end ones (tests/e2e/, marked slow) included; pytest's
+# configuration is in pyproject.toml.
 test: setup
 	$(PY) -m pytest -q -m "not browser"
 

@@ -16,7 +16,7 @@ shape; for project-compile that is where compilation happens, reported as "warm-
 Memory: on CUDA the peak of torch.cuda.max_memory_allocated (weights included); on the CPU the
 process's peak RSS (imports and weights included). The run fails unless every variant with the
 seed's scheduler and steps makes the seed's images, within --tolerance (mean absolute difference
-in 8-bit levels). The random weights open GLIGEN's gates (0.5, as tests/test_gligen_equivalence.py)
+in 8-bit levels). The random weights open GLIGEN's gates (0.5, as tests/unit/test_gligen_equivalence.py)
 so the boxes count.
 
 Default: the tiny GLIGEN of scripts/make_tiny_models.py on the CPU (64x64 pictures): overhead only.

@@ -5,7 +5,7 @@ only batch variants of one layout (and it lives in diffusers' deprecated folder)
 runs the same computation on diffusers' components (UNet, VAE, CLIP text encoder and tokenizer,
 scheduler) with one prompt, one set of boxes and phrases, one inpainting picture and one random
 generator per image of the batch. At batch size 1, from the same random numbers, it reproduces
-the pipeline (tests/test_gligen_equivalence.py).
+the pipeline (tests/unit/test_gligen_equivalence.py).
 
 Each image's randomness comes from its own ``torch.Generator`` (on the CPU, so results do not
 depend on the device's random number generator), drawn in the order the pipeline draws it:

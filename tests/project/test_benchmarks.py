@@ -1,0 +1,120 @@
+"""Benchmarks run at a tiny size: they work, and both sides of each comparison agree."""
+
+import json
+
+from tests.helpers.scripts import ROOT, run_script
+
+
+def test_bench_select_smoke(tmp_path):
+    result = run_script("benchmarks/bench_select.py", "--images", "200", "--repeat", "1", "--workdir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "same selection: yes" in result.stdout and "speed-up" in result.stdout
+    coco = json.loads((tmp_path / "synthetic_200_0.json").read_text())
+    assert len(coco["images"]) == 200 and len({c["id"] for c in coco["categories"]}) == 80
+    project = [r["image_id"] for r in json.loads((tmp_path / "project/selection.json").read_text())]
+    seed = [r["image_id"] for r in json.loads((tmp_path / "seed.json").read_text())]
+    crowd = {a["image_id"] for a in coco["annotations"] if a["iscrowd"]}
+    assert project == sorted(project) and len(project) > 20
+    assert set(project) <= set(seed) and set(seed) - set(project) <= crowd
+    # The seed's normalised boxes equal the project's where both keep an image (no box reaches past the edge there).
+    seed_boxes = {r["image_id"]: r["bbox"] for r in json.loads((tmp_path / "seed.json").read_text())}
+    project_records = json.loads((tmp_path / "project/selection.json").read_text())
+    inside = [r for r in project_records if all(0 < v < 1 for box in r["bbox"] for v in box)]
+    assert inside and all(seed_boxes[r["image_id"]] == r["bbox"] for r in inside)
+
+
+def run_bench(script, workdir, *flags):
+    result = run_script(f"benchmarks/{script}", "--workdir", workdir, "--repeat", "1", "--device", "cpu", "--threads", "1", *flags)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def shared_inputs(workdir, sample_dataset=None, tiny_models=None):
+    """Point the benchmark's workdir at the session's sample set and tiny models, which its scripts then reuse."""
+    workdir.mkdir()
+    if sample_dataset:
+        (workdir / "sample").symlink_to(sample_dataset, target_is_directory=True)
+    if tiny_models:
+        (workdir / "models").symlink_to(tiny_models, target_is_directory=True)
+    return workdir
+
+
+def test_bench_caption_smoke(tmp_path, sample_dataset, tiny_models):
+    workdir = shared_inputs(tmp_path / "work", sample_dataset, tiny_models)
+    # 6 images in batches of 4: the last batch is short; the sample set's every image mode is among them.
+    out = run_bench("bench_caption.py", workdir, "--images", 6, "--batch-size", 4, "--max-new-tokens", 6, "--num-workers", 1)
+    assert "same captions: yes (6/6 identical)" in out and "speed-up" in out
+    captions = json.loads((workdir / "captions.json").read_text())
+    assert len(captions["images"]) == 6 and captions["seed"] == captions["project"]
+    assert all(text.strip() for text in captions["seed"]) and len(set(captions["seed"])) > 1
+
+
+def test_bench_caption_full_size_path_smoke(tmp_path, sample_dataset):
+    """--full-size's path (random weights from a config, synthetic tokenizer, forced length) with a small config."""
+    config = {
+        "model_type": "blip-2", "num_query_tokens": 8, "image_token_index": 1000,
+        "vision_config": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+                          "image_size": 56, "patch_size": 14},
+        "qformer_config": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+                           "encoder_hidden_size": 64},
+        "text_config": {"model_type": "opt", "vocab_size": 1008, "hidden_size": 64, "word_embed_proj_dim": 64, "ffn_dim": 128,
+                        "num_hidden_layers": 2, "num_attention_heads": 4, "bos_token_id": 2, "eos_token_id": 50, "pad_token_id": 1},
+    }
+    (tmp_path / "small.json").write_text(json.dumps(config))
+    workdir = shared_inputs(tmp_path / "work", sample_dataset)
+    out = run_bench("bench_caption.py", workdir, "--full-size", "--config", tmp_path / "small.json", "--images", 5,
+                    "--batch-size", 4, "--max-new-tokens", 7)
+    assert "7 new tokens (forced)" in out and "same captions: yes (5/5 identical)" in out
+    captions = json.loads((workdir / "captions.json").read_text())
+    assert captions["seed"] == captions["project"] and all(text.strip() for text in captions["seed"])
+
+
+def test_bench_generate_smoke(tmp_path, tiny_models):
+    import numpy as np
+
+    workdir = shared_inputs(tmp_path / "work", tiny_models=tiny_models)
+    # 3 images in batches of 2: a short last batch, three different layouts.
+    out = run_bench("bench_generate.py", workdir, "--images", 3, "--batch-size", 2, "--steps", 3, "--fast-steps", 2,
+                    "--variants", "project-b1,project,project-dpm")
+    assert "same images as the seed (rows with its scheduler and steps): yes" in out
+    results = {name: json.loads((workdir / f"results/{name}.json").read_text()) for name in ["seed", "project-b1", "project", "project-dpm"]}
+    assert [r["batch_size"] for r in results.values()] == [1, 1, 2, 2]
+    assert [r["steps"] for r in results.values()] == [3, 3, 3, 2]
+    assert results["project-dpm"]["scheduler"] == "DPMSolverMultistepScheduler" and results["seed"]["scheduler"] == "PNDMScheduler"
+    images = {name: np.load(workdir / f"results/{name}.npy").astype(np.int16) for name in results}
+    assert images["seed"].shape == (3, 64, 64, 3) and images["seed"].std() > 5  # real pictures, not a constant
+    assert np.abs(images["project"] - images["seed"]).max() <= 2 and np.abs(images["project-b1"] - images["seed"]).max() <= 2
+    assert np.abs(images["seed"][0] - images["seed"][1]).mean() > 5  # different layouts and seeds give different pictures
+    assert np.abs(images["project-dpm"] - images["seed"]).mean() > 1  # another sampler: compared with nothing
+
+
+def test_bench_generate_full_size_path_smoke(tmp_path, tiny_models):
+    """--full-size's path (random weights from a folder of configs) with the tiny model's configs."""
+    workdir = shared_inputs(tmp_path / "work", tiny_models=tiny_models)
+    out = run_bench("bench_generate.py", workdir, "--full-size", "--configs", tiny_models / "gligen-generation", "--images", 2,
+                    "--batch-size", 2, "--steps", 2, "--variants", "project")
+    assert "GLIGEN from gligen-generation, random weights" in out and "same images as the seed (rows with its scheduler and steps): yes" in out
+
+
+def test_bench_score_smoke(tmp_path, sample_dataset, tiny_models):
+    workdir = shared_inputs(tmp_path / "work", sample_dataset, tiny_models)
+    # 5 pictures in batches of 2: a short last batch, and pictures of several sizes.
+    out = run_bench("bench_score.py", workdir, "--images", 5, "--batch-size", 2)
+    assert "same scores: yes (5 pictures" in out and "speed-up" in out and "tiny OWLv2" in out
+
+
+def test_bench_score_full_size_path_smoke(tmp_path, sample_dataset, tiny_models):
+    """--full-size's path (random weights from configs, the tiny tokenizers) with small configs in place of the real ones."""
+    small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4}
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    for name, text_length, image_size in [("owlv2-base-patch16-ensemble.json", 16, 32), ("clip-vit-large-patch14.json", 77, 28)]:
+        real = json.loads((ROOT / "benchmarks/configs" / name).read_text())
+        assert real["text_config"]["max_position_embeddings"] == text_length  # the sizes the benchmark's tokenizers expect
+        real["text_config"].update(small)
+        real["vision_config"].update(small, image_size=image_size, patch_size=real["vision_config"]["patch_size"] // 2)
+        real["projection_dim"] = 32
+        (configs / name).write_text(json.dumps(real))
+    workdir = shared_inputs(tmp_path / "work", sample_dataset, tiny_models)
+    out = run_bench("bench_score.py", workdir, "--full-size", "--configs", configs, "--images", 3, "--batch-size", 2)
+    assert "OWLv2 base patch16 + CLIP ViT-L/14" in out and "same scores: yes (3 pictures" in out
