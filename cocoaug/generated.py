@@ -28,6 +28,7 @@ from PIL import Image, PngImagePlugin
 
 from cocoaug.atomic import save_image_atomic, write_bytes_atomic
 from cocoaug.errors import UserError, listed
+from cocoaug.jsonl import read_jsonl_objects
 from cocoaug.paths import require_dir
 
 log = logging.getLogger("cocoaug")
@@ -116,18 +117,7 @@ def read_manifest(folder) -> dict[str, dict]:
     path = Path(folder) / MANIFEST
     if not path.is_file():
         raise UserError(f"no {MANIFEST} in the folder of generated images (made by generate_image_gligen.py)", folder)
-    entries = {}
-    for number, line in enumerate(path.read_bytes().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            entry = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise UserError(f"line {number} of the manifest is not valid JSON: {exc}", path) from None
-        if not isinstance(entry, dict) or not isinstance(entry.get("file_name"), str):
-            raise UserError(f"line {number} of the manifest is not an object with a 'file_name'", path)
-        entries[entry["file_name"]] = entry
-    return entries
+    return {entry["file_name"]: entry for entry in read_jsonl_objects(path, "the manifest", {"file_name": str})}
 
 
 def read_png_entry(path) -> dict | None:

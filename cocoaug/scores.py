@@ -34,6 +34,7 @@ import orjson
 
 from cocoaug.atomic import write_bytes_atomic, write_csv_atomic
 from cocoaug.errors import UserError
+from cocoaug.jsonl import read_jsonl_objects
 from cocoaug.paths import require_file
 
 SCORES_FILE = "scores.jsonl"
@@ -52,18 +53,8 @@ def read_scores(mode_dir) -> dict[str, dict]:
     path = scores_path(mode_dir)
     if not path.is_file():
         return {}
-    scores = {}
-    for number, line in enumerate(path.read_bytes().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            entry = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise UserError(f"line {number} of the scores file is not valid JSON: {exc}", path) from None
-        if not isinstance(entry, dict) or not isinstance(entry.get("file_name"), str) or not isinstance(entry.get("boxes"), list):
-            raise UserError(f"line {number} of the scores file is not an object with 'file_name' and 'boxes'", path)
-        scores[entry["file_name"]] = entry
-    return scores
+    entries = read_jsonl_objects(path, "the scores file", {"file_name": str, "boxes": list})
+    return {entry["file_name"]: entry for entry in entries}
 
 
 def write_scores(mode_dir, entries) -> Path:
