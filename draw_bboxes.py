@@ -110,7 +110,7 @@ def draw_boxes(image: Image.Image, boxes_xyxy_norm, category_ids, labels, box_sc
         bx = min(max(0.0, x0), max(0.0, width - band_w))
         by = y0 - band_h if y0 - band_h >= 0 else y0  # above the box, or inside it at the top edge
         draw.rectangle([bx, by, bx + band_w, by + band_h], fill=colour)
-        draw.text((bx + pad - left, by + pad - top), label, font=font, fill=text_colour_on(colour))
+        draw.text((bx + pad - left, by + pad - top), text, font=font, fill=text_colour_on(colour))
     return image
 
 

@@ -59,6 +59,24 @@ def test_colours_are_stable_per_category_id_not_per_order():
     assert out.strip() == str(first)
 
 
+def test_the_band_writes_the_box_scores_after_the_label():
+    grey = Image.new("RGB", (400, 200), (128, 128, 128))
+    box, colour = [[0.05, 0.5, 0.95, 0.9]], stage.category_colour(3)
+
+    def columns_of(drawn: Image.Image, of_band: bool) -> np.ndarray:
+        """Columns above the box (rows 0..99) holding band-coloured pixels, or text pixels (neither band nor background)."""
+        pixels = np.asarray(drawn)[:100].astype(int)
+        band = (pixels == colour).all(axis=2)
+        mask = band if of_band else ~band & ~(pixels == 128).all(axis=2)
+        return np.flatnonzero(mask.any(axis=0))
+
+    plain = stage.draw_boxes(grey, box, [3], ["ball"])
+    scored = stage.draw_boxes(grey, box, [3], ["ball"], [{"region_clip": 0.25, "found": False}])
+    # " 0.25 not found" is written after "ball", to the end of the longer band.
+    assert columns_of(scored, of_band=False).max() > columns_of(plain, of_band=False).max() + 40
+    assert columns_of(scored, of_band=True).max() - columns_of(scored, of_band=False).max() < 10
+
+
 def test_text_colour_contrasts_with_the_band():
     assert stage.text_colour_on((255, 225, 25)) == (0, 0, 0)
     assert stage.text_colour_on((0, 0, 128)) == (255, 255, 255)
