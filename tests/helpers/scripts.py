@@ -1,5 +1,6 @@
-"""The repository's scripts run as a user runs them, in a subprocess from the repository root, and
-the check that a run left its input folders untouched."""
+"""The repository's scripts run as a user runs them, in a subprocess from the repository root
+(run_script; run_python for code that is not a script; run_finalize, stage 4 with a dataset's
+flags, which several modules run), and the check that a run left its input folders untouched."""
 
 import hashlib
 import subprocess
