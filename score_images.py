@@ -19,7 +19,6 @@ Example::
     python score_images.py -g out -p out/blip2_post.json --batch-size 8
 """
 
-import datetime
 import hashlib
 import logging
 import os
@@ -38,7 +37,7 @@ from cocoaug.picks import PASSED_PICKS_FILE, picks_document
 from cocoaug.quality import Detection, Thresholds, judge, percentiles
 from cocoaug.generated import read_manifest
 from cocoaug.records import load_records
-from cocoaug.runtime import check_model_source, distributed_rank, run_cli, wait_for_all_processes
+from cocoaug.runtime import barrier, check_model_source, distributed_rank, run_cli, wait_for_all_processes
 from cocoaug.scorer import detector_family, model_type
 from cocoaug.scores import SCORES_CSV, SUMMARY_FILE, read_scores, scores_path, write_scores, write_summary
 
@@ -219,17 +218,6 @@ def is_current(stored: dict | None, picture: Picture, args, thresholds: Threshol
 
 def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def barrier(world_size: int):
-    """Wait for every process of a torchrun / accelerate launch (the group stays up for the final wait)."""
-    if world_size == 1:
-        return
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
-    dist.barrier()
 
 
 def measure(pictures: list[Picture], scorer, args, partial_path: Path, rank: int):

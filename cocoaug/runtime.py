@@ -165,8 +165,8 @@ def distributed_rank() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def wait_for_all_processes(world_size: int):
-    """Barrier over the processes of a torchrun / accelerate launch, so rank 0 writes the manifest last."""
+def barrier(world_size: int):
+    """Wait for every process of a torchrun / accelerate launch; the process group stays up for a later wait."""
     if world_size == 1:
         return
     import datetime
@@ -176,4 +176,13 @@ def wait_for_all_processes(world_size: int):
     if not dist.is_initialized():
         dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
     dist.barrier()
+
+
+def wait_for_all_processes(world_size: int):
+    """The last barrier of a torchrun / accelerate launch, so rank 0 writes the manifest last; then the group ends."""
+    if world_size == 1:
+        return
+    import torch.distributed as dist
+
+    barrier(world_size)
     dist.destroy_process_group()
