@@ -3,6 +3,12 @@
 Validation is vectorised over the annotation list (numpy), so a COCO-train-sized file costs
 about as much as parsing it. Every message names the id at fault.
 
+Every field the scripts use has its type and range: image, annotation and category ids are ints
+from 0 to 2**63 - 1 (bools refused); image ``width`` and ``height`` ints > 0; ``file_name`` a
+relative path with no ``..``, NUL byte, absolute or drive part (``cocoaug.paths.name_problem``);
+category ``name`` a non-empty string; ``bbox`` four finite numbers ``[x, y, w, h]`` (not strings)
+with w, h > 0; ``iscrowd`` 0 or 1.
+
 ``load_coco(path, annotation_dicts=False)`` is the fast way to get the columns alone (stage
 1's selection): msgspec decodes only the fields they need and skips the rest of the file
 (segmentations, areas, URLs) without building Python objects for it.
@@ -14,18 +20,19 @@ import json
 import logging
 import math
 import mmap
+import re
 from dataclasses import dataclass, field
 from itertools import chain
 from operator import attrgetter
 from pathlib import Path
-from typing import TypedDict
+from typing import Annotated, TypedDict
 
 import msgspec
 import numpy as np
 import orjson
 
 from cocoaug.errors import UserError
-from cocoaug.paths import require_file
+from cocoaug.paths import name_problem, require_file
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +132,7 @@ def validate_coco(data, source) -> CocoDataset:
     _check_unique(image_ids, "image", source)
     for image in images:
         _check_image(image, source)
+    _check_file_names(images, source)
     category_ids = _int_column(categories, "id", "category", source)
     _check_unique(category_ids, "category", source)
     for category in categories:
@@ -153,22 +161,26 @@ def validate_coco(data, source) -> CocoDataset:
     )
 
 
+_Id = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+_Size = Annotated[int, msgspec.Meta(gt=0)]
+
+
 class _Image(TypedDict):
-    id: int
+    id: _Id
     file_name: str
-    width: int
-    height: int
+    width: _Size
+    height: _Size
 
 
 class _Category(TypedDict):
-    id: int
+    id: _Id
     name: str
 
 
 class _Annotation(msgspec.Struct, gc=False):  # gc=False: 750k plain records, no cycles to look for
-    id: int
-    image_id: int
-    category_id: int
+    id: _Id
+    image_id: _Id
+    category_id: _Id
     bbox: tuple[float, float, float, float]
     iscrowd: int = 0
 
@@ -203,6 +215,7 @@ def _load_columns(path: Path) -> CocoDataset:
     _check_unique(image_ids, "image", path)
     if not all(image["file_name"] for image in images) or (sizes <= 0).any():
         raise UserError("an image has no file_name or a size that is not positive", path)
+    _check_file_names(images, path)
     category_ids = np.fromiter((category["id"] for category in categories), np.int64, len(categories))
     _check_unique(category_ids, "category", path)
     if not all(category["name"].strip() for category in categories):
@@ -255,8 +268,9 @@ def _int_column(items, key, kind, source, ids=None) -> np.ndarray:
         column = np.array(values)
         if len(values) == 0:
             return np.zeros(0, dtype=np.int64)
-        # A uint64 column holds a value of at least 2**63: beyond int64, so not taken.
-        if column.dtype.kind == "i" and column.ndim == 1:
+        # A uint64 column holds a value of at least 2**63: beyond int64, so not taken. numpy
+        # turns True into 1, so the values' types are checked too (one pass in C).
+        if column.dtype.kind == "i" and column.ndim == 1 and (column >= 0).all() and bool not in set(map(type, values)):
             return column.astype(np.int64)
     except (KeyError, TypeError, ValueError, OverflowError):
         pass
@@ -269,13 +283,15 @@ def _int_column(items, key, kind, source, ids=None) -> np.ndarray:
             raise UserError(f"{name} has no '{key}'", source)
         if isinstance(value, bool) or not isinstance(value, int) or not -(2**63) <= value < 2**63:
             raise UserError(f"{name} has a '{key}' that is not an integer: {value!r}", source)
+        if value < 0:
+            raise UserError(f"{name} has a '{key}' that is negative: {value!r}; ids are integers >= 0", source)
     raise AssertionError("unreachable: a column failed to convert but every item is valid")
 
 
 def _describe(kind, index, item, ids) -> str:
     if ids is not None:
         return f"{kind} {ids[index]}"
-    if isinstance(item, dict) and isinstance(item.get("id"), int):
+    if isinstance(item, dict) and isinstance(item.get("id"), int) and not isinstance(item["id"], bool) and item["id"] >= 0:
         return f"{kind} {item['id']}"
     return f"{kind} at index {index}"
 
@@ -297,6 +313,23 @@ def _check_image(image: dict, source):
             raise UserError(f"{name} has a '{key}' that is not a positive integer: {value!r}", source)
 
 
+# Any name that could be refused: a NUL byte, a leading "/" or "\\", a drive letter, a ".." part or a
+# blank name. One search over all the names (newline-joined: a name holding a newline can only add
+# matches); the names it flags get the exact check.
+_SUSPECT_NAME = re.compile(r"\x00|^\s*$|^[/\\]|^[A-Za-z]:|(?:^|[/\\])\.\.(?:[/\\]|$)", re.M)
+
+
+def _check_file_names(images, source):
+    """Refuse an image whose ``file_name`` is not a relative path inside the image folder (name_problem)."""
+    names = "\n".join(image["file_name"] for image in images)
+    if _SUSPECT_NAME.search(names) is None:
+        return
+    for image in images:
+        problem = name_problem(image["file_name"])
+        if problem is not None:
+            raise UserError(f"image {image['id']}: file_name {problem}, got {image['file_name']!r}", source)
+
+
 def _check_references(ann_ids, refs, known, key, kind, source):
     unknown = ~np.isin(refs, known)
     if unknown.any():
@@ -308,7 +341,11 @@ def _check_references(ann_ids, refs, known, key, kind, source):
 
 def _bbox_column(annotations, ann_ids, source) -> np.ndarray:
     try:
-        boxes = np.array([a["bbox"] for a in annotations], dtype=np.float64).reshape(-1, 4)
+        bboxes = [a["bbox"] for a in annotations]
+        # numpy would read "48" as 48.0 and True as 1.0: only lists of ints and floats are boxes.
+        if not set(map(type, bboxes)) <= {list} or not set(map(type, chain.from_iterable(bboxes))) <= {int, float}:
+            raise TypeError
+        boxes = np.array(bboxes, dtype=np.float64).reshape(-1, 4)
         if len(boxes) != len(annotations):
             raise ValueError
     except (KeyError, TypeError, ValueError):
