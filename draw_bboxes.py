@@ -116,8 +116,7 @@ def draw_boxes(image: Image.Image, boxes_xyxy_norm, category_ids, labels, box_sc
 
 def score_text(box_score: dict) -> str:
     """What a box's band adds to its label: the region score, and "not found" when the detector missed it."""
-    clip = box_score.get("region_clip")
-    text = f" {clip:.2f}" if isinstance(clip, (int, float)) else ""
+    text = f" {box_score['region_clip']:.2f}"  # a finite number: scores.jsonl is read through cocoaug.scores.JudgedScoreEntry
     return text + (" not found" if box_score.get("found") is False else "")
 
 

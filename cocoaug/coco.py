@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import mmap
-import re
 from dataclasses import dataclass, field
 from itertools import chain
 from operator import attrgetter
@@ -268,9 +267,8 @@ def _int_column(items, key, kind, source, ids=None) -> np.ndarray:
         column = np.array(values)
         if len(values) == 0:
             return np.zeros(0, dtype=np.int64)
-        # A uint64 column holds a value of at least 2**63: beyond int64, so not taken. numpy
-        # turns True into 1, so the values' types are checked too (one pass in C).
-        if column.dtype.kind == "i" and column.ndim == 1 and (column >= 0).all() and bool not in set(map(type, values)):
+        # A uint64 column holds a value of at least 2**63: beyond int64, so not taken.
+        if column.dtype.kind == "i" and column.ndim == 1 and (column >= 0).all() and not _bools_at(values, column):
             return column.astype(np.int64)
     except (KeyError, TypeError, ValueError, OverflowError):
         pass
@@ -286,6 +284,12 @@ def _int_column(items, key, kind, source, ids=None) -> np.ndarray:
         if value < 0:
             raise UserError(f"{name} has a '{key}' that is negative: {value!r}; ids are integers >= 0", source)
     raise AssertionError("unreachable: a column failed to convert but every item is valid")
+
+
+def _bools_at(items, column: np.ndarray) -> bool:
+    """Whether a bool hides among ``items`` (numpy reads True as 1): only where ``column`` holds 0 or 1."""
+    suspects = np.flatnonzero(((column == 0) | (column == 1)).reshape(len(column), -1).any(axis=1)).tolist()
+    return any(type(value) is bool for i in suspects for value in (items[i] if column.ndim > 1 else (items[i],)))
 
 
 def _describe(kind, index, item, ids) -> str:
@@ -313,16 +317,16 @@ def _check_image(image: dict, source):
             raise UserError(f"{name} has a '{key}' that is not a positive integer: {value!r}", source)
 
 
-# Any name that could be refused: a NUL byte, a leading "/" or "\\", a drive letter, a ".." part or a
-# blank name. One search over all the names (newline-joined: a name holding a newline can only add
-# matches); the names it flags get the exact check.
-_SUSPECT_NAME = re.compile(r"\x00|^\s*$|^[/\\]|^[A-Za-z]:|(?:^|[/\\])\.\.(?:[/\\]|$)", re.M)
-
-
 def _check_file_names(images, source):
-    """Refuse an image whose ``file_name`` is not a relative path inside the image folder (name_problem)."""
-    names = "\n".join(image["file_name"] for image in images)
-    if _SUSPECT_NAME.search(names) is None:
+    """Refuse an image whose ``file_name`` is not a relative path inside the image folder (name_problem).
+
+    A few scans in C over all the names find any that could be refused (a NUL byte, "..", ":", a
+    leading slash, a blank name); only then is each name checked exactly.
+    """
+    names = [image["file_name"] for image in images]
+    joined = "\n".join(names)
+    if not ("\0" in joined or ".." in joined or ":" in joined or "\n/" in joined or "\n\\" in joined
+            or joined.startswith(("/", "\\")) or not all(map(str.strip, names))):
         return
     for image in images:
         problem = name_problem(image["file_name"])
@@ -342,13 +346,12 @@ def _check_references(ann_ids, refs, known, key, kind, source):
 def _bbox_column(annotations, ann_ids, source) -> np.ndarray:
     try:
         bboxes = [a["bbox"] for a in annotations]
-        # numpy would read "48" as 48.0 and True as 1.0: only lists of ints and floats are boxes.
-        if not set(map(type, bboxes)) <= {list} or not set(map(type, chain.from_iterable(bboxes))) <= {int, float}:
+        # No dtype first: numpy would read "48" as 48.0; strings and None make a column of another kind.
+        column = np.array(bboxes)
+        if column.dtype.kind not in "if" or column.shape != (len(annotations), 4) or _bools_at(bboxes, column):
             raise TypeError
-        boxes = np.array(bboxes, dtype=np.float64).reshape(-1, 4)
-        if len(boxes) != len(annotations):
-            raise ValueError
-    except (KeyError, TypeError, ValueError):
+        boxes = column.astype(np.float64, copy=False)
+    except (KeyError, TypeError, ValueError, OverflowError):
         for index, annotation in enumerate(annotations):
             bbox = annotation.get("bbox")
             ok = isinstance(bbox, list) and len(bbox) == 4
@@ -357,7 +360,7 @@ def _bbox_column(annotations, ann_ids, source) -> np.ndarray:
                 raise UserError(
                     f"annotation {int(ann_ids[index])} has a 'bbox' that is not [x, y, w, h]: {bbox!r}", source
                 ) from None
-        raise
+        boxes = np.array([a["bbox"] for a in annotations], dtype=np.float64).reshape(-1, 4)  # integers beyond int64
     return _check_bboxes(boxes, ann_ids, source)
 
 

@@ -196,11 +196,14 @@ def test_select_only_refuses_a_file_name_outside_the_image_folder(tmp_path, file
     assert not (tmp_path / "out").exists()
 
 
-def test_string_boxes_are_refused_when_the_annotation_file_is_read(tmp_path):
+def test_string_boxes_are_refused_when_the_annotation_file_is_read(tmp_path, tiny_models):
     """Issue 18: stage 1 took ["48", "150", ...], and stages 2 and 4 then died with a traceback."""
-    annotations = write_coco(tmp_path / "ann", {1: ("a.png", 64, 48, [(3, ["5", "5", "20", "20"], 0)])})
+    annotations = write_coco(tmp_path / "ann", {1: ("a.png", 64, 48, [(3, [5, 5, 20, 20], 0)])})
+    coco = json.loads(annotations.read_text())
+    coco["annotations"][0]["bbox"] = ["5", "5", "20", "20"]
+    annotations.write_text(json.dumps(coco))
     (tmp_path / "images").mkdir()
-    for flags in (["--select-only"], ["--model", tmp_path / "no_model"]):
+    for flags in (["--select-only"], ["--model", tiny_models / "blip2"]):  # the full run: before the model is loaded
         result = run_script(SCRIPT, "-i", tmp_path / "images", "-a", annotations, "-o", tmp_path / "out", *flags)
         assert result.returncode == 2 and result.stderr.strip().splitlines() == [
             f"error: annotation 101 has a 'bbox' that is not [x, y, w, h]: ['5', '5', '20', '20'] ({annotations})"], result.stderr
