@@ -308,15 +308,16 @@ def check_originals(items, records_by_id, images_dir: Path):
 def passed_picks(generated, items) -> set:
     """The (mode, file_name) pairs of score_images.py's picks_passed.json, where the review page starts from.
 
-    A picks_passed.json made for another stage-2 folder, or naming pictures not here, is left out with a warning.
+    A picks_passed.json made for another stage-2 folder, naming pictures not here, or breaking the picks
+    schema (cocoaug.picks) is left out with a warning.
     """
     generated = Path(generated)
     path = next((c for c in (generated / PASSED_PICKS_FILE, generated.parent / PASSED_PICKS_FILE) if c.is_file()), None)
     if path is None:
         return set()
-    picks_file = read_picks(path)
     here = generated.parent if path.parent == generated.parent else generated
     try:
+        picks_file = read_picks(path)
         check_picks(picks_file, here, {(i[0].mode, i[0].file_name) for i in items}, path)
     except UserError as exc:
         log.warning("the review page does not start from %s: %s", path, exc.message)

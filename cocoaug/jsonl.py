@@ -3,7 +3,8 @@ one JSON object per line, each decoded through its format's schema, read with th
 line at fault.
 
 A run killed in mid-write leaves its last line cut short, with no newline after it. Readers drop
-such a line with a warning (its picture is made again), and ``open_for_append`` cuts it off
+such a line with a warning (the scorer and stage 1 then redo its picture; stage 2 rebuilds its
+manifest from the PNGs), and ``open_for_append`` cuts it off
 before a rerun appends, so that the rerun's first line is not glued onto the fragment.
 """
 
@@ -34,8 +35,7 @@ def read_jsonl(path, what: str, schema, id_key: str = "file_name") -> list[dict]
             orjson.loads(torn)
             lines.append(torn)
         except orjson.JSONDecodeError:
-            log.warning("%s: dropped its last line (line %d), cut short by an interrupted run; its picture is done again",
-                        path, len(lines) + 1)
+            log.warning("%s: dropped its last line (line %d), cut short by an interrupted run", path, len(lines) + 1)
     entries = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():

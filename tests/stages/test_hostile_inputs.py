@@ -120,3 +120,15 @@ def test_stage4_refuses_a_hostile_picks_file(tmp_path, stage_outputs, sample_dat
     error = one_error_line(result)
     assert error.startswith(f"error: {message}") and error.endswith(f"({picks})"), error
     assert files_under(tmp_path / "final") == [] and files_under(tmp_path) == [picks]
+
+
+def test_stage3_leaves_out_a_hostile_picks_passed_file_with_a_warning(tmp_path, stage_outputs):
+    """picks_passed.json only says where the review page starts: one that breaks the schema is warned about, not used."""
+    out = tmp_path / "out"
+    shutil.copytree(stage_outputs, out)
+    (out / "picks_passed.json").write_text(json.dumps({"picks": [{"mode": "..", "file_name": "x.png"}]}))
+    result = run_script("draw_bboxes.py", "-g", out, "-p", out / "blip2_post.json", "-o", tmp_path / "boxes")
+    assert result.returncode == 0, result.stderr
+    assert "the review page does not start from" in result.stderr and "picks[0]: mode climbs out" in result.stderr
+    assert (tmp_path / "boxes" / "review.html").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["boxes", "out"]
