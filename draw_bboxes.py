@@ -37,7 +37,7 @@ from cocoaug.atomic import save_image_atomic
 from cocoaug.errors import UserError
 from cocoaug.generated import list_generated, mode_folders
 from cocoaug.images import open_rgb
-from cocoaug.paths import refuse_output_inside, require_dir, resolve_under
+from cocoaug.paths import check_inside, refuse_output_inside, require_dir, resolve_under
 from cocoaug.picks import PASSED_PICKS_FILE, check_picks, read_picks
 from cocoaug.records import load_records
 from cocoaug.review import ReviewPicture, original_name, page_data, write_review_page
@@ -116,8 +116,7 @@ def draw_boxes(image: Image.Image, boxes_xyxy_norm, category_ids, labels, box_sc
 
 def score_text(box_score: dict) -> str:
     """What a box's band adds to its label: the region score, and "not found" when the detector missed it."""
-    clip = box_score.get("region_clip")
-    text = f" {clip:.2f}" if isinstance(clip, (int, float)) else ""
+    text = f" {box_score['region_clip']:.2f}"  # a finite number: scores.jsonl is read through cocoaug.scores.JudgedScoreEntry
     return text + (" not found" if box_score.get("found") is False else "")
 
 
@@ -249,7 +248,7 @@ def draw_copies(items, boxes_dir: Path, overwrite: bool) -> tuple[set, int]:
 
     todo = []
     for image, boxes, category_ids, labels, score in items:
-        target = boxes_dir / image.mode / image.file_name
+        target = check_inside(boxes_dir, boxes_dir / image.mode / image.file_name)
         key = drawn_key(boxes, score)
         if overwrite or not target.exists() or not copy_is_current(target, key):
             todo.append((image, boxes, category_ids, labels, score, target, key))
@@ -269,7 +268,7 @@ def draw_originals(sources, records_by_id, images_dir: Path, boxes_dir: Path, ov
 
     todo = [image_id for image_id in sorted(sources) if overwrite or not (boxes_dir / original_name(image_id)).exists()]
     for image_id in tqdm(todo, desc="originals", unit="image", disable=not todo):
-        target = boxes_dir / original_name(image_id)
+        target = check_inside(boxes_dir, boxes_dir / original_name(image_id))
         record = records_by_id[image_id]
         original = open_rgb(resolve_under(images_dir, record["file_name"]))
         save_image_atomic(target, draw_boxes(original, record["bbox"], record["category_ids"], record["labels"]), quality=90)
@@ -294,7 +293,7 @@ def draw_overviews(items, records_by_id, images_dir, overview_dir: Path, todo: s
         for image, boxes, category_ids, labels, score in sorted(by_source[image_id], key=lambda i: (i[0].mode, i[0].file_name)):
             title = f"{image.mode} #{image.variant}: {image.file_name}"
             panels.append(overview_panel(open_rgb(image.path), title, boxes, category_ids, labels, score, band_lines))
-        save_image_atomic(overview_dir / f"{image_id}.png", side_by_side(panels))
+        save_image_atomic(check_inside(overview_dir, overview_dir / f"{image_id}.png"), side_by_side(panels))
     return len(todo)
 
 
@@ -309,15 +308,16 @@ def check_originals(items, records_by_id, images_dir: Path):
 def passed_picks(generated, items) -> set:
     """The (mode, file_name) pairs of score_images.py's picks_passed.json, where the review page starts from.
 
-    A picks_passed.json made for another stage-2 folder, or naming pictures not here, is left out with a warning.
+    A picks_passed.json made for another stage-2 folder, naming pictures not here, or breaking the picks
+    schema (cocoaug.picks) is left out with a warning.
     """
     generated = Path(generated)
     path = next((c for c in (generated / PASSED_PICKS_FILE, generated.parent / PASSED_PICKS_FILE) if c.is_file()), None)
     if path is None:
         return set()
-    picks_file = read_picks(path)
     here = generated.parent if path.parent == generated.parent else generated
     try:
+        picks_file = read_picks(path)
         check_picks(picks_file, here, {(i[0].mode, i[0].file_name) for i in items}, path)
     except UserError as exc:
         log.warning("the review page does not start from %s: %s", path, exc.message)

@@ -45,7 +45,7 @@ from cocoaug.coco import load_coco
 from cocoaug.errors import UserError, listed
 from cocoaug.generated import list_generated, mode_folders
 from cocoaug.images import image_size
-from cocoaug.paths import refuse_output_inside, require_dir, resolve_under
+from cocoaug.paths import check_inside, refuse_output_inside, require_dir, resolve_under
 from cocoaug.picks import check_picks, read_picks
 from cocoaug.records import check_records_match_dataset, load_records
 from cocoaug.runtime import run_cli
@@ -246,7 +246,8 @@ def plan_originals(image_ids, coco, images_dir: Path, final_images: Path, check_
         source = resolve_under(images_dir, file_name)
         if image_id in check_ids and not source.is_file():
             raise UserError(f"original image of image_id {image_id} not found", source)
-        pairs.append((source, final_images / ORIGINAL_SUBDIR / file_name.replace("\\", "/")))
+        target = final_images / ORIGINAL_SUBDIR / file_name.replace("\\", "/")
+        pairs.append((source, check_inside(final_images / ORIGINAL_SUBDIR, target)))
     return pairs
 
 
@@ -383,7 +384,7 @@ def main(args):
     original_ids = set(coco.image_by_id) if args.merge else {image.source_image_id for image in selection}
     must_exist = {image.source_image_id for image in selection} if args.originals == "symlink" else original_ids
     originals = plan_originals(original_ids, coco, images_dir, final_images, must_exist)
-    generated = [(image.path, final_images / entry["file_name"]) for image, entry in zip(selection, new_images)]
+    generated = [(image.path, check_inside(final_images, final_images / entry["file_name"])) for image, entry in zip(selection, new_images)]
 
     if args.yolo:
         labels, yolo_counts = yolo_labels(outputs)

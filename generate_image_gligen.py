@@ -43,8 +43,8 @@ from cocoaug.generated import (
     save_generated_png, settings_differences,
 )
 from cocoaug.images import image_size, open_rgb
-from cocoaug.paths import refuse_output_inside, require_dir, resolve_under
-from cocoaug.records import check_records_match_dataset, load_records
+from cocoaug.paths import check_inside, refuse_output_inside, require_dir, resolve_under
+from cocoaug.records import MAX_VARIANTS, check_records_match_dataset, load_records
 from cocoaug.runtime import check_model_source, distributed_rank, resolve_device, resolve_dtype, run_cli, wait_for_all_processes
 
 log = logging.getLogger("cocoaug")
@@ -182,6 +182,8 @@ def check_args(args):
     for flag, value in positive.items():
         if value is not None and value < 1:
             raise UserError("must be a positive integer", f"{flag} {value}")
+    if args.variants is not None and args.variants > MAX_VARIANTS:
+        raise UserError(f"must be at most {MAX_VARIANTS}", f"--variants {args.variants}")
     if not 0.0 <= args.grounding_beta <= 1.0:
         raise UserError("must be between 0 and 1", f"--grounding-beta {args.grounding_beta}")
     if args.feather < 0:
@@ -224,8 +226,9 @@ def run_settings(args, model: str, scheduler: str, resolution: int) -> dict:
     return settings
 
 
-def plan_work(records, images_dir: Path, args) -> tuple[list[WorkItem], dict]:
-    """All images of the run, in a fixed order, and the records skipped with the reason."""
+def plan_work(records, images_dir: Path, out_dir: Path, args) -> tuple[list[WorkItem], dict]:
+    """All images of the run, in a fixed order, and the records skipped with the reason; every name
+    must land inside ``out_dir``."""
     too_many = f"more than {MAX_OBJECTS} boxes"
     skipped = {too_many: 0, "image file missing": 0}
     missing, items = [], []
@@ -241,6 +244,7 @@ def plan_work(records, images_dir: Path, args) -> tuple[list[WorkItem], dict]:
         variants = args.variants if args.variants is not None else record.get("variants", 1)
         for k in range(variants):
             name = output_name(record["category_id"], record["image_id"], k, variants)
+            check_inside(out_dir, out_dir / name)
             items.append(WorkItem(record, k, name, path, image_seed(args.seed, record["image_id"], k)))
     if missing and not args.skip_missing:
         raise UserError(f"{len(missing)} image file(s) missing in {images_dir} (use --skip-missing to go on without them)", listed(missing))
@@ -369,7 +373,7 @@ def main(args):
     check_gligen_model(model, args.mode)
     scheduler_class, _ = scheduler_class_for(args.scheduler, model)
     settings = run_settings(args, model, scheduler_class.__name__, args.resolution or native_size_of(model))
-    items, skipped = plan_work(records[: args.limit], images_dir, args)
+    items, skipped = plan_work(records[: args.limit], images_dir, out_dir, args)
     check_existing_settings(items, out_dir, settings, args)
     mine = items[rank::world_size]
     todo = pending_items(mine, out_dir, args.overwrite)

@@ -27,6 +27,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
+import msgspec
 import numpy as np
 import orjson
 import pandas as pd
@@ -39,8 +40,10 @@ from cocoaug.boxes import clip_xywh, xywh_pixels_to_xyxy_norm
 from cocoaug.coco import load_coco
 from cocoaug.errors import UserError, listed
 from cocoaug.images import open_rgb
-from cocoaug.paths import check_relative_name, refuse_output_inside, require_dir, resolve_under
-from cocoaug.records import RECORD_FIELDS
+from cocoaug.jsonl import open_for_append, read_jsonl
+from cocoaug.paths import check_inside, check_relative_name, refuse_output_inside, require_dir, resolve_under
+from cocoaug.records import MAX_VARIANTS, RECORD_FIELDS
+from cocoaug.schema import Id, PositiveInt
 from cocoaug.runtime import check_model_source, model_load_errors, resolve_device, resolve_dtype, run_cli
 from cocoaug.scores import read_pass_rates
 
@@ -176,8 +179,8 @@ def check_balance_arguments(args):
     """Refuse class-balance flags that cannot make a plan; read the pass-rates file (by category name)."""
     if not args.balance_threshold > 0:
         raise UserError("must be greater than 0", f"--balance-threshold {args.balance_threshold}")
-    if args.max_variants < 1:
-        raise UserError("must be at least 1", f"--max-variants {args.max_variants}")
+    if not 1 <= args.max_variants <= MAX_VARIANTS:
+        raise UserError(f"must be from 1 to {MAX_VARIANTS}", f"--max-variants {args.max_variants}")
     if args.target_boxes is not None and args.balance != "target":
         raise UserError("--target-boxes needs --balance target", f"--target-boxes {args.target_boxes}")
     if args.balance == "target" and args.target_boxes is None:
@@ -402,19 +405,25 @@ def caption_batch(processor, model, images, args, device, dtype) -> list[str]:
     return processor.tokenizer.batch_decode(output, skip_special_tokens=True)
 
 
+class PartialCaption(msgspec.Struct):
+    """The schema of one line of ``blip2.partial.jsonl``: a caption and what made it."""
+
+    image_id: Id
+    generated_text: str
+    width: PositiveInt
+    height: PositiveInt
+    model: str
+    prompt: str
+    max_new_tokens: int
+
+
 def read_partial(path: Path, key: dict) -> dict:
-    """Captions of an interrupted run made with the same model, prompt and length, by image id."""
-    done = {}
+    """Captions of an interrupted run made with the same model, prompt and length, by image id
+    (a last line cut short by a kill is dropped with a warning)."""
     if not path.exists():
-        return done
-    for line in path.read_bytes().splitlines():
-        try:
-            entry = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            continue  # the last line of a run killed mid-write
-        if all(entry.get(k) == v for k, v in key.items()):
-            done[entry["image_id"]] = entry
-    return done
+        return {}
+    entries = read_jsonl(path, PARTIAL_NAME, PartialCaption, id_key="image_id")
+    return {entry["image_id"]: entry for entry in entries if all(entry[k] == v for k, v in key.items())}
 
 
 def caption_records(records, paths, args, summary) -> dict:
@@ -433,7 +442,7 @@ def caption_records(records, paths, args, summary) -> dict:
         files = ImageFiles([paths[i] for i in todo], [records[i]["image_id"] for i in todo])
         loader = DataLoader(files, batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=collate_images)
         args.output.mkdir(parents=True, exist_ok=True)
-        with open(partial, "ab") as sink, tqdm(total=len(todo), desc="captioning", unit="image") as bar:
+        with open_for_append(partial) as sink, tqdm(total=len(todo), desc="captioning", unit="image") as bar:
             for ids, images, errors in loader:
                 for image_id, error in zip(ids, errors):
                     if error and not args.skip_missing:
@@ -490,7 +499,7 @@ def copy_selected(records, paths_by_id, dataset, args):
     """Copy the originals to OUT_DIR/selected/ (relative paths kept) with a COCO file of them."""
     folder = args.output / "selected"
     for record in records:
-        with atomic_path(resolve_under(folder, record["file_name"])) as tmp:
+        with atomic_path(check_inside(folder, resolve_under(folder, record["file_name"]))) as tmp:
             shutil.copyfile(paths_by_id[record["image_id"]], tmp)
     ids = {record["image_id"] for record in records}
     coco = {key: value for key, value in dataset.data.items() if key not in ("images", "annotations")}

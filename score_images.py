@@ -36,10 +36,12 @@ from cocoaug.generated import MODES, mode_folders
 from cocoaug.picks import PASSED_PICKS_FILE, picks_document
 from cocoaug.quality import Detection, Thresholds, judge, percentiles
 from cocoaug.generated import read_manifest
+from cocoaug.jsonl import open_for_append, read_jsonl
+from cocoaug.paths import check_inside
 from cocoaug.records import load_records
 from cocoaug.runtime import barrier, check_model_source, distributed_rank, run_cli, wait_for_all_processes
 from cocoaug.scorer import detector_family, model_type
-from cocoaug.scores import SCORES_CSV, SUMMARY_FILE, read_scores, scores_path, write_scores, write_summary
+from cocoaug.scores import SCORES_CSV, SUMMARY_FILE, ScoreEntry, read_scores, scores_path, write_scores, write_summary
 
 log = logging.getLogger("cocoaug")
 
@@ -188,15 +190,11 @@ def plan_pictures(mode: str, folder: Path, records_by_id: dict, limit: int | Non
 
 
 def read_partial_scores(folder: Path) -> dict[str, dict]:
-    """The pictures an interrupted run finished (its partial files); a line cut short by a kill is skipped."""
+    """The pictures an interrupted run finished (its partial files, lines checked by ``ScoreEntry``);
+    a last line cut short by a kill is dropped with a warning, and its picture is scored again."""
     scores = {}
     for path in sorted(folder.glob(PARTIAL_GLOB)):
-        for line in path.read_bytes().splitlines():
-            try:
-                entry = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                log.warning("%s: skipped a line cut short by an interrupted run", path)
-                continue
+        for entry in read_jsonl(path, "the partial scores file", ScoreEntry):
             scores[entry["file_name"]] = entry
     return scores
 
@@ -231,7 +229,7 @@ def measure(pictures: list[Picture], scorer, args, partial_path: Path, rank: int
         size = (picture.entry["width"], picture.entry["height"]) if "width" in picture.entry else image_size(picture.path)
         by_size.setdefault(scorer.batch_key(*size), []).append(picture)
     desc = f"scoring {pictures[0].mode}" + (f" (rank {rank})" if rank else "")
-    with tqdm(total=len(pictures), desc=desc, unit="picture") as bar, open(partial_path, "ab") as partial:
+    with tqdm(total=len(pictures), desc=desc, unit="picture") as bar, open_for_append(partial_path) as partial:
         for group in by_size.values():
             for start in range(0, len(group), args.batch_size):
                 batch = group[start:start + args.batch_size]
@@ -370,7 +368,7 @@ def main(args):
                              stored_min_score=min(STORED_MIN_SCORE, thresholds.min_detector_score), max_detections=STORED_DETECTIONS)
         for mode, pictures in todo.items():
             if pictures:
-                measure(pictures, scorer, args, folders[mode] / f"scores.partial.{rank}.jsonl", rank)
+                measure(pictures, scorer, args, check_inside(out_dir, folders[mode] / f"scores.partial.{rank}.jsonl"), rank)
 
     # 4. Judge everything stored with this run's thresholds and write the outputs (rank 0, after the others)
     wait_for_all_processes(world_size)

@@ -3,6 +3,12 @@
 Validation is vectorised over the annotation list (numpy), so a COCO-train-sized file costs
 about as much as parsing it. Every message names the id at fault.
 
+Every field the scripts use has its type and range: image, annotation and category ids are ints
+from 0 to 2**63 - 1 (bools refused); image ``width`` and ``height`` ints > 0; ``file_name`` a
+relative path with no ``..``, NUL byte, absolute or drive part (``cocoaug.paths.name_problem``);
+category ``name`` a non-empty string; ``bbox`` four finite numbers ``[x, y, w, h]`` (not strings)
+with w, h > 0; ``iscrowd`` 0 or 1.
+
 ``load_coco(path, annotation_dicts=False)`` is the fast way to get the columns alone (stage
 1's selection): msgspec decodes only the fields they need and skips the rest of the file
 (segmentations, areas, URLs) without building Python objects for it.
@@ -18,14 +24,14 @@ from dataclasses import dataclass, field
 from itertools import chain
 from operator import attrgetter
 from pathlib import Path
-from typing import TypedDict
+from typing import Annotated, TypedDict
 
 import msgspec
 import numpy as np
 import orjson
 
 from cocoaug.errors import UserError
-from cocoaug.paths import require_file
+from cocoaug.paths import name_problem, require_file
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +131,7 @@ def validate_coco(data, source) -> CocoDataset:
     _check_unique(image_ids, "image", source)
     for image in images:
         _check_image(image, source)
+    _check_file_names(images, source)
     category_ids = _int_column(categories, "id", "category", source)
     _check_unique(category_ids, "category", source)
     for category in categories:
@@ -153,22 +160,26 @@ def validate_coco(data, source) -> CocoDataset:
     )
 
 
+_Id = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+_Size = Annotated[int, msgspec.Meta(gt=0)]
+
+
 class _Image(TypedDict):
-    id: int
+    id: _Id
     file_name: str
-    width: int
-    height: int
+    width: _Size
+    height: _Size
 
 
 class _Category(TypedDict):
-    id: int
+    id: _Id
     name: str
 
 
 class _Annotation(msgspec.Struct, gc=False):  # gc=False: 750k plain records, no cycles to look for
-    id: int
-    image_id: int
-    category_id: int
+    id: _Id
+    image_id: _Id
+    category_id: _Id
     bbox: tuple[float, float, float, float]
     iscrowd: int = 0
 
@@ -203,6 +214,7 @@ def _load_columns(path: Path) -> CocoDataset:
     _check_unique(image_ids, "image", path)
     if not all(image["file_name"] for image in images) or (sizes <= 0).any():
         raise UserError("an image has no file_name or a size that is not positive", path)
+    _check_file_names(images, path)
     category_ids = np.fromiter((category["id"] for category in categories), np.int64, len(categories))
     _check_unique(category_ids, "category", path)
     if not all(category["name"].strip() for category in categories):
@@ -256,7 +268,7 @@ def _int_column(items, key, kind, source, ids=None) -> np.ndarray:
         if len(values) == 0:
             return np.zeros(0, dtype=np.int64)
         # A uint64 column holds a value of at least 2**63: beyond int64, so not taken.
-        if column.dtype.kind == "i" and column.ndim == 1:
+        if column.dtype.kind == "i" and column.ndim == 1 and (column >= 0).all() and not _bools_at(values, column):
             return column.astype(np.int64)
     except (KeyError, TypeError, ValueError, OverflowError):
         pass
@@ -269,13 +281,21 @@ def _int_column(items, key, kind, source, ids=None) -> np.ndarray:
             raise UserError(f"{name} has no '{key}'", source)
         if isinstance(value, bool) or not isinstance(value, int) or not -(2**63) <= value < 2**63:
             raise UserError(f"{name} has a '{key}' that is not an integer: {value!r}", source)
+        if value < 0:
+            raise UserError(f"{name} has a '{key}' that is negative: {value!r}; ids are integers >= 0", source)
     raise AssertionError("unreachable: a column failed to convert but every item is valid")
+
+
+def _bools_at(items, column: np.ndarray) -> bool:
+    """Whether a bool hides among ``items`` (numpy reads True as 1): only where ``column`` holds 0 or 1."""
+    suspects = np.flatnonzero(((column == 0) | (column == 1)).reshape(len(column), -1).any(axis=1)).tolist()
+    return any(type(value) is bool for i in suspects for value in (items[i] if column.ndim > 1 else (items[i],)))
 
 
 def _describe(kind, index, item, ids) -> str:
     if ids is not None:
         return f"{kind} {ids[index]}"
-    if isinstance(item, dict) and isinstance(item.get("id"), int):
+    if isinstance(item, dict) and isinstance(item.get("id"), int) and not isinstance(item["id"], bool) and item["id"] >= 0:
         return f"{kind} {item['id']}"
     return f"{kind} at index {index}"
 
@@ -297,6 +317,23 @@ def _check_image(image: dict, source):
             raise UserError(f"{name} has a '{key}' that is not a positive integer: {value!r}", source)
 
 
+def _check_file_names(images, source):
+    """Refuse an image whose ``file_name`` is not a relative path inside the image folder (name_problem).
+
+    A few scans in C over all the names find any that could be refused (a NUL byte, "..", ":", a
+    leading slash, a blank name); only then is each name checked exactly.
+    """
+    names = [image["file_name"] for image in images]
+    joined = "\n".join(names)
+    if not ("\0" in joined or ".." in joined or ":" in joined or "\n/" in joined or "\n\\" in joined
+            or joined.startswith(("/", "\\")) or not all(map(str.strip, names))):
+        return
+    for image in images:
+        problem = name_problem(image["file_name"])
+        if problem is not None:
+            raise UserError(f"image {image['id']}: file_name {problem}, got {image['file_name']!r}", source)
+
+
 def _check_references(ann_ids, refs, known, key, kind, source):
     unknown = ~np.isin(refs, known)
     if unknown.any():
@@ -308,10 +345,13 @@ def _check_references(ann_ids, refs, known, key, kind, source):
 
 def _bbox_column(annotations, ann_ids, source) -> np.ndarray:
     try:
-        boxes = np.array([a["bbox"] for a in annotations], dtype=np.float64).reshape(-1, 4)
-        if len(boxes) != len(annotations):
-            raise ValueError
-    except (KeyError, TypeError, ValueError):
+        bboxes = [a["bbox"] for a in annotations]
+        # No dtype first: numpy would read "48" as 48.0; strings and None make a column of another kind.
+        column = np.array(bboxes)
+        if column.dtype.kind not in "if" or column.shape != (len(annotations), 4) or _bools_at(bboxes, column):
+            raise TypeError
+        boxes = column.astype(np.float64, copy=False)
+    except (KeyError, TypeError, ValueError, OverflowError):
         for index, annotation in enumerate(annotations):
             bbox = annotation.get("bbox")
             ok = isinstance(bbox, list) and len(bbox) == 4
@@ -320,7 +360,7 @@ def _bbox_column(annotations, ann_ids, source) -> np.ndarray:
                 raise UserError(
                     f"annotation {int(ann_ids[index])} has a 'bbox' that is not [x, y, w, h]: {bbox!r}", source
                 ) from None
-        raise
+        boxes = np.array([a["bbox"] for a in annotations], dtype=np.float64).reshape(-1, 4)  # integers beyond int64
     return _check_bboxes(boxes, ann_ids, source)
 
 

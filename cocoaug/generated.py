@@ -4,13 +4,21 @@ recorded in them.
 
 Stage 2 writes ``OUT_DIR/<mode>/<category_id>_<image_id:04d>[_<k>].png`` plus
 ``OUT_DIR/<mode>/manifest.jsonl``; each PNG also carries its own manifest entry in a text chunk,
-so the manifest can be rebuilt from the PNGs present. An entry::
+so the manifest can be rebuilt from the PNGs present. An entry (``ManifestEntry``; field types of
+``cocoaug/schema.py``)::
 
-    {"file_name": "3_0101.png", "source_image_id": 101, "source_file_name": "a.jpg",
-     "prompt": "...", "phrases": [...], "boxes": [[x0, y0, x1, y1], ...],   # normalised
-     "seed": 123..., "variant": 0, "working_size": [512, 384], "width": 640, "height": 480,
+    {"file_name": "3_0101.png",        # required: a plain name in the mode folder (no folder, "..", NUL)
+     "source_image_id": 101,           # required: int >= 0, the stage-1 record's image_id
+     "source_file_name": "a.jpg",      # a relative path (the record's file_name)
+     "prompt": "...", "phrases": [...],            # strings
+     "boxes": [[x0, y0, x1, y1], ...],             # normalised to [0, 1], x1 > x0, y1 > y0
+     "seed": 123..., "variant": 0,     # ints: seed >= 0, variant from 0 to MAX_VARIANTS - 1 (default 0)
+     "working_size": [512, 384], "width": 640, "height": 480,   # ints > 0
      # the run's settings (SETTINGS_KEYS), the same for every image of a run:
      "mode": "inpainting", "model": "...", "scheduler": "PNDMScheduler", "steps": 50, ...}
+
+Every key but the first two is optional (entries of older versions lack some); one that is
+present must have its type. Other keys are kept as they are.
 
 Nothing here imports torch: stage 2 plans its work and checks existing outputs before loading
 a model, and ``--help`` stays fast.
@@ -21,15 +29,18 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
-import numpy as np
+import msgspec
 import orjson
 from PIL import Image, PngImagePlugin
 
 from cocoaug.atomic import save_image_atomic, write_bytes_atomic
 from cocoaug.errors import UserError, listed
-from cocoaug.jsonl import read_jsonl_objects
+from cocoaug.jsonl import read_jsonl
 from cocoaug.paths import require_dir
+from cocoaug.records import MAX_VARIANTS
+from cocoaug.schema import BoxXYXYNorm, FiniteFloat, Id, PositiveInt, check_box_xyxy, check_name, convert
 
 log = logging.getLogger("cocoaug")
 
@@ -44,6 +55,41 @@ SETTINGS_KEYS = (
     "mode", "model", "scheduler", "steps", "guidance_scale", "grounding_beta", "negative_prompt",
     "phrase_template", "resolution", "run_seed", "keep_background", "feather",
 )
+
+
+class ManifestEntry(msgspec.Struct, omit_defaults=True):
+    """The schema of one manifest entry (see the module's docstring); UNSET: the entry lacks the key."""
+
+    file_name: str
+    source_image_id: Id
+    source_file_name: str = msgspec.UNSET
+    prompt: str = msgspec.UNSET
+    phrases: list[str] = msgspec.UNSET
+    boxes: list[BoxXYXYNorm] = msgspec.UNSET
+    seed: Id = msgspec.UNSET
+    variant: Annotated[int, msgspec.Meta(ge=0, lt=MAX_VARIANTS)] = 0
+    working_size: tuple[PositiveInt, PositiveInt] = msgspec.UNSET
+    width: PositiveInt = msgspec.UNSET
+    height: PositiveInt = msgspec.UNSET
+    mode: str = msgspec.UNSET
+    model: str = msgspec.UNSET
+    scheduler: str = msgspec.UNSET
+    steps: PositiveInt = msgspec.UNSET
+    guidance_scale: FiniteFloat = msgspec.UNSET
+    grounding_beta: FiniteFloat = msgspec.UNSET
+    negative_prompt: str | None = msgspec.UNSET
+    phrase_template: str = msgspec.UNSET
+    resolution: PositiveInt = msgspec.UNSET
+    run_seed: int | None = msgspec.UNSET
+    keep_background: bool = msgspec.UNSET
+    feather: FiniteFloat = msgspec.UNSET
+
+    def __post_init__(self):
+        check_name(self.file_name, plain=True)
+        if self.source_file_name is not msgspec.UNSET:
+            check_name(self.source_file_name, "source_file_name")
+        for k, box in enumerate(self.boxes or ()):
+            check_box_xyxy(box, f"boxes[{k}]")
 
 
 # ---------------------------------------------------------------- names and seeds
@@ -113,15 +159,18 @@ def rebuild_manifest(folder) -> int:
 
 
 def read_manifest(folder) -> dict[str, dict]:
-    """Read ``folder/manifest.jsonl`` keyed by file name (each line one entry, see the module's docstring)."""
+    """Read ``folder/manifest.jsonl`` keyed by file name, each line decoded through ``ManifestEntry``.
+
+    A last line cut short (a run killed mid-write) is dropped with a warning: the PNG keeps its entry.
+    """
     path = Path(folder) / MANIFEST
     if not path.is_file():
         raise UserError(f"no {MANIFEST} in the folder of generated images (made by generate_image_gligen.py)", folder)
-    return {entry["file_name"]: entry for entry in read_jsonl_objects(path, "the manifest", {"file_name": str})}
+    return {entry["file_name"]: entry for entry in read_jsonl(path, "the manifest", ManifestEntry)}
 
 
 def read_png_entry(path) -> dict | None:
-    """The manifest entry stored in a generated PNG, or None when it has none."""
+    """The manifest entry stored in a generated PNG (checked by ``ManifestEntry``), or None when it has none."""
     try:
         with Image.open(path) as image:
             text = image.info.get(PNG_ENTRY_KEY)
@@ -133,7 +182,10 @@ def read_png_entry(path) -> dict | None:
         entry = orjson.loads(text)
     except orjson.JSONDecodeError:
         raise UserError(f"the PNG's '{PNG_ENTRY_KEY}' text is not valid JSON", path) from None
-    return entry if isinstance(entry, dict) else None
+    if not isinstance(entry, dict):
+        return None
+    convert(entry, ManifestEntry, path, f"the PNG's '{PNG_ENTRY_KEY}' entry")
+    return entry
 
 
 # ---------------------------------------------------------------- settings
@@ -219,27 +271,10 @@ def generated_image(mode: str, path: Path, entry: dict | None) -> GeneratedImage
             return None
         category_id, image_id, variant = parsed
         return GeneratedImage(mode, path.name, path, image_id, category_id, variant, None)
-    _check_entry(entry, path)
     return GeneratedImage(
         mode, path.name, path, entry["source_image_id"],
         parsed[0] if parsed else None, int(entry.get("variant", 0)), entry,
     )
-
-
-def _check_entry(entry: dict, path: Path):
-    image_id = entry.get("source_image_id")
-    if isinstance(image_id, bool) or not isinstance(image_id, int):
-        raise UserError("manifest entry has no integer 'source_image_id'", path)
-    variant = entry.get("variant", 0)
-    if isinstance(variant, bool) or not isinstance(variant, int):
-        raise UserError("manifest entry has a 'variant' that is not an integer", path)
-    if "boxes" in entry:
-        try:
-            boxes = np.asarray(entry["boxes"], dtype=np.float64)
-        except (TypeError, ValueError):
-            boxes = np.zeros((0, 0))
-        if boxes.ndim != 2 or boxes.shape[1] != 4 or not np.isfinite(boxes).all():
-            raise UserError("manifest entry has 'boxes' that are not a list of [x0, y0, x1, y1]", path)
 
 
 def _is_visible_png(path: Path) -> bool:

@@ -6,19 +6,51 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from cocoaug.errors import UserError
 
 
-def check_relative_name(relative: str, what: str = "file_name") -> PurePosixPath:
-    """Refuse a ``file_name`` that is not a plain relative path: absolute, a drive letter, or ``..``.
+def name_problem(name) -> str | None:
+    """Why ``name`` is not a plain relative path (absolute, a drive letter, ``..``, a NUL byte), or None.
 
     Only the name is looked at; no file is touched.
     """
-    if not isinstance(relative, str) or not relative.strip():
-        raise UserError(f"{what} must be a non-empty string", repr(relative))
-    posix = PurePosixPath(relative.replace("\\", "/"))
-    if posix.is_absolute() or PureWindowsPath(relative).drive:
-        raise UserError(f"{what} is an absolute path; it must be relative to the image folder", relative)
+    if not isinstance(name, str) or not name.strip():
+        return "must be a non-empty string"
+    if "\0" in name:
+        return "holds a NUL byte"
+    posix = PurePosixPath(name.replace("\\", "/"))
+    if posix.is_absolute() or PureWindowsPath(name).drive:
+        return "is an absolute path; it must be relative to the image folder"
     if ".." in posix.parts:
-        raise UserError(f"{what} climbs out of the image folder with '..'", relative)
-    return posix
+        return "climbs out of the image folder with '..'"
+    return None
+
+
+def plain_name_problem(name) -> str | None:
+    """Why ``name`` is not a plain file or folder name (``3_0101.png``: no folder part, not ``.``), or None."""
+    problem = name_problem(name)
+    if problem is None and ("/" in name or "\\" in name or name.strip() == "."):
+        problem = "must be a plain name, with no folder in it"
+    return problem
+
+
+def check_relative_name(relative: str, what: str = "file_name") -> PurePosixPath:
+    """Refuse a ``file_name`` that is not a plain relative path: absolute, a drive letter, ``..`` or a NUL byte."""
+    problem = name_problem(relative)
+    if problem is not None:
+        raise UserError(f"{what} {problem}", repr(relative) if not isinstance(relative, str) or "\0" in relative else relative)
+    return PurePosixPath(relative.replace("\\", "/"))
+
+
+def check_inside(root, path) -> Path:
+    """Return ``path`` if it resolves inside the folder ``root`` (links followed), else raise UserError.
+
+    The one guard every script calls before writing a path built from input data (a record's
+    ids, a picks file's names): whatever the schema let through, nothing lands outside ``-o``.
+    """
+    if "\0" in str(path):
+        raise UserError("refusing to write a path with a NUL byte", repr(str(path)))
+    real_root, real_path = os.path.realpath(root), os.path.realpath(path)
+    if real_path == real_root or os.path.commonpath([real_root, real_path]) != real_root:
+        raise UserError(f"refusing to write outside the output folder {root}", path)
+    return Path(path)
 
 
 def resolve_under(root, relative: str, what: str = "file_name") -> Path:

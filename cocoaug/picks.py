@@ -9,17 +9,23 @@ its server (``BOXES_DIR/picks.json``); read by the review page and by
      "source": "score_images.py",               # who wrote it, plus any provenance keys
      "picks": [{"mode": "generation", "file_name": "18_0042.png"}, ...]}
 
-``picks`` is sorted by (mode, file_name) and holds each picture once. Provenance keys (the
-scores file, the thresholds, ...) are free-form and kept as they are.
+``picks`` is sorted by (mode, file_name) and holds each picture once. Types (``PicksDocument``):
+``format`` the string above (optional), ``version`` an int, ``generated_dir`` a string with no NUL
+byte, each pick's ``mode`` and ``file_name`` plain names (no folder, ``..`` or NUL byte). Provenance
+keys (the scores file, the thresholds, ...) are free-form and kept as they are.
 """
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+import msgspec
 
 from cocoaug.atomic import write_json_atomic
 from cocoaug.coco import read_json
 from cocoaug.errors import UserError, listed
+from cocoaug.schema import check_name, convert
 
 PICKS_FORMAT = "cocoaug-picks"
 PICKS_VERSION = 1
@@ -33,6 +39,30 @@ class Pick:
 
     mode: str
     file_name: str
+
+
+class PickEntry(msgspec.Struct):
+    """The schema of one entry of ``picks``."""
+
+    mode: str
+    file_name: str
+
+    def __post_init__(self):
+        check_name(self.mode, "mode", plain=True)
+        check_name(self.file_name, plain=True)
+
+
+class PicksDocument(msgspec.Struct):
+    """The schema of a picks file (see the module's docstring); other keys are provenance."""
+
+    picks: list[PickEntry]
+    format: Literal["cocoaug-picks"] = PICKS_FORMAT
+    version: int = PICKS_VERSION
+    generated_dir: str | None = None
+
+    def __post_init__(self):
+        if self.generated_dir is not None and "\0" in self.generated_dir:
+            raise ValueError(f"generated_dir holds a NUL byte, got {self.generated_dir!r}")
 
 
 @dataclass
@@ -64,24 +94,15 @@ def write_picks(path, picks, generated_dir, **provenance) -> dict:
 
 
 def parse_picks(data, source) -> PicksFile:
-    """Validate a picks object (parsed JSON); errors name ``source`` and the entry at fault."""
+    """Check a picks object (parsed JSON) through ``PicksDocument``; errors name ``source``, the pick and the field."""
     if not isinstance(data, dict) or not isinstance(data.get("picks"), list):
         raise UserError('not a picks file: expected a JSON object {"picks": [{"mode", "file_name"}, ...]}', source)
     if data.get("format", PICKS_FORMAT) != PICKS_FORMAT:
         raise UserError(f"not a picks file: format is {data.get('format')!r}, expected {PICKS_FORMAT!r}", source)
-    generated_dir = data.get("generated_dir")
-    if generated_dir is not None and not isinstance(generated_dir, str):
-        raise UserError("'generated_dir' of the picks file is not a string", source)
-    picks = []
-    for index, entry in enumerate(data["picks"]):
-        if not isinstance(entry, dict) or not all(isinstance(entry.get(key), str) and entry[key] for key in ("mode", "file_name")):
-            raise UserError(f"pick {index} is not an object with string 'mode' and 'file_name'", source)
-        file_name = entry["file_name"]
-        if "/" in file_name or "\\" in file_name or file_name in (".", ".."):
-            raise UserError(f"pick {index} has a file_name with a folder in it: {file_name!r}", source)
-        picks.append(Pick(entry["mode"], file_name))
+    document = convert(data, PicksDocument, source)
+    picks = [Pick(entry.mode, entry.file_name) for entry in document.picks]
     provenance = {key: value for key, value in data.items() if key not in ("format", "version", "generated_dir", "picks")}
-    return PicksFile(generated_dir or "", sorted(set(picks)), provenance)
+    return PicksFile(document.generated_dir or "", sorted(set(picks)), provenance)
 
 
 def read_picks(path) -> PicksFile:

@@ -1,77 +1,78 @@
-"""Stage-1 records (``blip2_post.json``): one object per selected image, read by every later stage.
+"""Stage-1 records (``blip2_post.json``, ``selection.json``): one object per selected image, read by every later stage.
 
-A record::
+A record (``Record``; the field types of ``cocoaug/schema.py``)::
 
-    {"image_id": 101, "file_name": "extra/a.png", "width": 640, "height": 480,
-     "category_id": 3, "label": "ball",            # the image's (first) category
-     "bbox": [[x0, y0, x1, y1], ...],               # normalised to [0, 1], clipped
-     "annotation_ids": [...], "category_ids": [...], "labels": [...],   # one per box
-     "generated_text": "a red ball on the grass",
-     "variants": 3}                                 # optional (stage 1 --balance): pictures per mode
+    {"image_id": 101,                  # int >= 0, unique in the file
+     "file_name": "extra/a.png",       # relative to the image folder: no "..", NUL, absolute or drive part
+     "width": 640, "height": 480,      # ints > 0
+     "category_id": 3, "label": "ball",             # the image's (first) category: int >= 0, non-empty string
+     "bbox": [[x0, y0, x1, y1], ...],               # at least one; normalised to [0, 1], x1 > x0, y1 > y0
+     "annotation_ids": [...], "category_ids": [...], "labels": [...],   # one per box: ints >= 0, non-empty strings
+     "generated_text": "a red ball on the grass",   # a string (not in selection.json)
+     "variants": 3}                    # optional (stage 1 --balance), default 1: pictures per mode, 0 to MAX_VARIANTS
+
+Stage 2 builds its file names from ``category_id`` and ``image_id``: they are ints here, so a
+name cannot hold a folder or ``..``. Any other key is kept as it is.
 """
 
-import numpy as np
+from typing import Annotated
+
+import msgspec
 
 from cocoaug.coco import read_json
 from cocoaug.errors import UserError
+from cocoaug.schema import BoxXYXYNorm, Id, Label, PositiveInt, check_box_xyxy, check_name, convert, item_namer
 
 RECORD_FIELDS = (
     "image_id", "file_name", "width", "height", "category_id", "label",
     "bbox", "annotation_ids", "category_ids", "labels", "generated_text",
 )
 PER_BOX_FIELDS = ("annotation_ids", "category_ids", "labels")
+MAX_VARIANTS = 100  # pictures per record and mode: stage 1's --max-variants and stage 2's --variants stop here too
+
+
+class Record(msgspec.Struct):
+    """The schema of one stage-1 record (see the module's docstring)."""
+
+    image_id: Id
+    file_name: str
+    width: PositiveInt
+    height: PositiveInt
+    category_id: Id
+    label: Label
+    bbox: Annotated[list[BoxXYXYNorm], msgspec.Meta(min_length=1)]
+    annotation_ids: list[Id]
+    category_ids: list[Id]
+    labels: list[Label]
+    generated_text: str | None = None
+    variants: Annotated[int, msgspec.Meta(ge=0, le=MAX_VARIANTS)] = 1
+
+    def __post_init__(self):
+        check_name(self.file_name)
+        for k, box in enumerate(self.bbox):
+            check_box_xyxy(box, f"bbox[{k}]")
+        for key in PER_BOX_FIELDS:
+            if len(getattr(self, key)) != len(self.bbox):
+                raise ValueError(f"{key} must list one entry per box ({len(self.bbox)}), got {len(getattr(self, key))}")
 
 
 def load_records(path, require_text: bool = True) -> list[dict]:
-    """Read and validate a stage-1 records file (``blip2_post.json`` or ``selection.json``)."""
+    """Read a stage-1 records file (``blip2_post.json``, or ``selection.json`` with ``require_text=False``)
+    through ``Record``; the first violation is a UserError naming the file, the record and the field."""
     records = read_json(path, "prompts file")
     if not isinstance(records, list):
         raise UserError("prompts file must be a JSON list of stage-1 records", path)
+    where = item_namer("record", "image_id")
+    typed = convert(records, list[Record], path, where)
     seen = set()
-    for index, record in enumerate(records):
-        validate_record(record, index, path, require_text)
-        if record["image_id"] in seen:
-            raise UserError(f"duplicate record for image_id {record['image_id']}", path)
-        seen.add(record["image_id"])
+    for index, record in enumerate(typed):
+        if require_text and record.generated_text is None:
+            raise UserError(f"{where(index, records[index])}: generated_text must be a string, got "
+                            f"{records[index].get('generated_text')!r}; is this stage 1's blip2_post.json?", path)
+        if record.image_id in seen:
+            raise UserError(f"duplicate record for image_id {record.image_id}", path)
+        seen.add(record.image_id)
     return records
-
-
-def validate_record(record, index: int, source, require_text: bool = True):
-    """Check one record's fields, types and box geometry; errors name its image_id."""
-    if not isinstance(record, dict):
-        raise UserError(f"record at index {index} is not an object", source)
-    image_id = record.get("image_id")
-    if isinstance(image_id, bool) or not isinstance(image_id, int):
-        raise UserError(f"record at index {index} has no integer 'image_id'", source)
-    name = f"record for image_id {image_id}"
-    fields = RECORD_FIELDS if require_text else RECORD_FIELDS[:-1]
-    missing = [key for key in fields if key not in record]
-    if missing:
-        raise UserError(f"{name} lacks {', '.join(missing)}; is this a stage-1 file?", source)
-    for key in ("width", "height"):
-        if isinstance(record[key], bool) or not isinstance(record[key], int) or record[key] <= 0:
-            raise UserError(f"{name} has a '{key}' that is not a positive integer", source)
-    if not isinstance(record["file_name"], str) or not record["file_name"]:
-        raise UserError(f"{name} has no 'file_name'", source)
-    if require_text and not isinstance(record["generated_text"], str):
-        raise UserError(f"{name} has a 'generated_text' that is not a string", source)
-    boxes = record["bbox"]
-    if not isinstance(boxes, list) or not boxes:
-        raise UserError(f"{name} has no boxes", source)
-    try:
-        array = np.array(boxes, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise UserError(f"{name} has a 'bbox' that is not a list of [x0, y0, x1, y1]", source) from None
-    if array.ndim != 2 or array.shape[1] != 4 or not np.isfinite(array).all():
-        raise UserError(f"{name} has a 'bbox' that is not a list of [x0, y0, x1, y1]", source)
-    if (array < 0).any() or (array > 1).any() or (array[:, 2:] <= array[:, :2]).any():
-        raise UserError(f"{name} has a box outside [0, 1] or of zero size", source)
-    for key in PER_BOX_FIELDS:
-        if not isinstance(record[key], list) or len(record[key]) != len(boxes):
-            raise UserError(f"{name} has a '{key}' that does not list one entry per box", source)
-    variants = record.get("variants", 1)
-    if isinstance(variants, bool) or not isinstance(variants, int) or variants < 1:
-        raise UserError(f"{name} has a 'variants' that is not a positive integer", source)
 
 
 def check_records_match_dataset(records: list[dict], dataset, source):

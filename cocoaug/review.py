@@ -55,14 +55,14 @@ def picture_quality(score: dict | None) -> float | None:
     """The number the page sorts by: passed (1/0) + share of boxes found + lowest region score."""
     if score is None:
         return None
-    boxes = score.get("boxes") or []
+    # ``score`` was read through cocoaug.scores.JudgedScoreEntry: every box has a finite region_clip.
+    boxes = score["boxes"]
     recall = score.get("box_recall")
-    if not isinstance(recall, (int, float)):
+    if recall is None:
         recall = sum(1 for box in boxes if box.get("found")) / len(boxes) if boxes else 0.0
     lowest = score.get("min_region_clip")
-    if not isinstance(lowest, (int, float)):
-        clips = [box["region_clip"] for box in boxes if isinstance(box.get("region_clip"), (int, float))]
-        lowest = min(clips) if clips else 0.0
+    if lowest is None:
+        lowest = min((box["region_clip"] for box in boxes), default=0.0)
     return round(float(bool(score.get("passed"))) + float(recall) + float(lowest), 4)
 
 
@@ -74,8 +74,7 @@ def _picture_row(picture: ReviewPicture, mode_index: int, kept: bool) -> list:
     score = picture.score
     if score is None:
         return [mode_index, picture.file_name, picture.variant, None, [], [], None, int(kept)]
-    boxes = [[_flag(box.get("found")), round(box["region_clip"], 3) if isinstance(box.get("region_clip"), (int, float)) else None]
-             for box in score.get("boxes") or []]
+    boxes = [[_flag(box.get("found")), round(box["region_clip"], 3)] for box in score["boxes"]]
     return [mode_index, picture.file_name, picture.variant, _flag(score.get("passed")), [str(r) for r in score.get("reasons") or []],
             boxes, picture_quality(score), int(kept)]
 
@@ -104,7 +103,6 @@ def page_data(pictures: list[ReviewPicture], records_by_id: dict, *, generated_d
         record = records_by_id[image_id]
         for category_id, label in zip(record["category_ids"], record["labels"]):
             names.setdefault(category_id, label)
-        variants = record.get("variants")
         cards.append({
             "id": image_id,
             "file": record["file_name"],
@@ -114,7 +112,7 @@ def page_data(pictures: list[ReviewPicture], records_by_id: dict, *, generated_d
             "prompt": record.get("generated_text") or record.get("prompt") or "",
             "category_id": record.get("category_id", record["category_ids"][0] if record["category_ids"] else None),
             "labels": record["labels"],
-            "variants": variants if isinstance(variants, int) and not isinstance(variants, bool) else None,
+            "variants": record.get("variants"),  # an int: the records were read through cocoaug.records.Record
             "pictures": [_picture_row(p, mode_index[p.mode], (p.mode, p.file_name) in kept_at_start) for p in by_source[image_id]],
         })
     return {

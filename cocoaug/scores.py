@@ -22,6 +22,12 @@ fields are judged from them (``cocoaug.quality``), so new thresholds re-judge a 
 model. A run that is killed leaves the pictures it finished in ``<mode>/scores.partial.<rank>.jsonl``
 (same lines, not judged), which the next run folds into ``scores.jsonl``.
 
+Types (``ScoreEntry``; field types of ``cocoaug/schema.py``): ``file_name`` a plain name (no folder,
+``..`` or NUL); ``source_image_id`` and ``category_id`` ints >= 0; ``label`` a non-empty string; each
+box's ``box`` normalised to [0, 1]; detection boxes four finite numbers; every score a finite number
+(NaN and infinity are refused); ``extra_objects`` an int >= 0; ``passed`` true or false. A partial
+file's lines lack the judged fields (``found``, ``passed``, ...); ``scores.jsonl``'s have them.
+
 ``score_summary.csv`` has one row per (category, mode) with ``SUMMARY_COLUMNS``; stage 1's
 ``--pass-rates`` reads it back with ``read_pass_rates``.
 """
@@ -30,17 +36,73 @@ import csv
 import math
 from pathlib import Path
 
+import msgspec
 import orjson
 
 from cocoaug.atomic import write_bytes_atomic, write_csv_atomic
 from cocoaug.errors import UserError
-from cocoaug.jsonl import read_jsonl_objects
+from cocoaug.jsonl import read_jsonl
 from cocoaug.paths import require_file
+from cocoaug.schema import BoxXYXYNorm, FiniteBox, FiniteFloat, Id, Label, check_name
 
 SCORES_FILE = "scores.jsonl"
 SCORES_CSV = "scores.csv"
 SUMMARY_FILE = "score_summary.csv"
 SUMMARY_COLUMNS = ["category_id", "category", "mode", "pictures", "passed", "pass_rate", "median_region_clip"]
+
+
+class ScoredBox(msgspec.Struct, omit_defaults=True):
+    """One box of a scores line: what it holds, what the models measured, and (judged) the verdict."""
+
+    label: Label
+    category_id: Id
+    box: BoxXYXYNorm
+    region_clip: FiniteFloat
+    found: bool = msgspec.UNSET
+    best_iou: FiniteFloat | None = msgspec.UNSET
+    detector_score: FiniteFloat | None = msgspec.UNSET
+    region_clip_percentile: FiniteFloat | None = msgspec.UNSET
+
+
+class DetectionEntry(msgspec.Struct):
+    """One detection the detector made, as stored for re-judging."""
+
+    label: str
+    box: FiniteBox
+    score: FiniteFloat
+
+
+class ScoreEntry(msgspec.Struct, omit_defaults=True):
+    """The schema of one line of a partial scores file: what the models measured of one picture."""
+
+    file_name: str
+    mode: str
+    source_image_id: Id
+    category_id: Id
+    label: Label
+    sha256: str
+    boxes: list[ScoredBox]
+    caption_clip: FiniteFloat | None
+    detections: list[DetectionEntry]
+    detections_min_score: FiniteFloat = msgspec.UNSET
+    detector: str = msgspec.UNSET
+    clip_model: str = msgspec.UNSET
+    box_recall: FiniteFloat = msgspec.UNSET
+    min_region_clip: FiniteFloat | None = msgspec.UNSET
+    extra_objects: Id = msgspec.UNSET
+    region_clip_percentile: FiniteFloat | None = msgspec.UNSET
+    passed: bool = msgspec.UNSET
+    reasons: list[str] = msgspec.UNSET
+
+    def __post_init__(self):
+        check_name(self.file_name, plain=True)
+
+
+class JudgedScoreEntry(ScoreEntry, kw_only=True):
+    """The schema of one line of ``scores.jsonl``: a ScoreEntry with its verdict."""
+
+    passed: bool
+    reasons: list[str]
 
 
 def scores_path(mode_dir) -> Path:
@@ -49,11 +111,12 @@ def scores_path(mode_dir) -> Path:
 
 
 def read_scores(mode_dir) -> dict[str, dict]:
-    """The scores of one mode folder keyed by file name; {} when it has no ``scores.jsonl``."""
+    """The scores of one mode folder keyed by file name, each line checked by ``JudgedScoreEntry``;
+    {} when it has no ``scores.jsonl``."""
     path = scores_path(mode_dir)
     if not path.is_file():
         return {}
-    entries = read_jsonl_objects(path, "the scores file", {"file_name": str, "boxes": list})
+    entries = read_jsonl(path, "the scores file", JudgedScoreEntry)
     return {entry["file_name"]: entry for entry in entries}
 
 

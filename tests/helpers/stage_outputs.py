@@ -95,8 +95,9 @@ def make_scores(out_dir: Path, failing_every: int = 3) -> list[tuple[str, str]]:
                       "detector_score": 0.4, "region_clip": clip, "region_clip_percentile": 0.5}
                      for b, (label, category_id, box) in enumerate(zip(record["labels"], record["category_ids"], record["bbox"]))]
             found = sum(box["found"] for box in boxes)
-            entries.append({"file_name": image.file_name, "mode": mode, "source_image_id": image.source_image_id, "sha256": "0" * 64,
-                            "boxes": boxes, "box_recall": found / len(boxes), "min_region_clip": clip, "caption_clip": 0.3,
+            entries.append({"file_name": image.file_name, "mode": mode, "source_image_id": image.source_image_id,
+                            "category_id": record["category_id"], "label": record["label"], "sha256": "0" * 64,
+                            "detections": [], "detections_min_score": 0.05, "boxes": boxes, "box_recall": found / len(boxes), "min_region_clip": clip, "caption_clip": 0.3,
                             "extra_objects": 0, "region_clip_percentile": 0.5, "passed": ok,
                             "reasons": [] if ok else [f"box 0 ({record['labels'][0]}) not found"],
                             "detector": "tiny", "clip_model": "tiny"})

@@ -283,7 +283,8 @@ def test_file_names_escaping_the_image_folder_are_refused(bad_inputs, tiny_model
     folder, images, prompts = bad_inputs
     prompts.write_text(json.dumps([stage1_record(1, file_name, 64, 48)]))
     code, _, err = run_here(stage_args(images, prompts, folder / "out", tiny_models / "gligen-inpainting"), capsys)
-    assert code == 2 and err.startswith("error: file_name ") and file_name in err
+    assert code == 2 and err.startswith("error: record 0 (image_id 1): file_name ") and f"got {file_name!r} ({prompts})" in err
+    assert not (folder / "out").exists()  # refused when the records are read, before any name is planned
 
 
 def test_output_folder_equal_to_the_image_folder_is_refused(bad_inputs, tiny_models, capsys):

@@ -47,7 +47,6 @@ def test_a_found_box_is_solid_and_a_missed_box_is_dashed():
 def test_the_band_carries_the_region_score_and_says_not_found():
     assert stage.score_text({"found": True, "region_clip": 0.2749}) == " 0.27"
     assert stage.score_text({"found": False, "region_clip": 0.1}) == " 0.10 not found"
-    assert stage.score_text({"found": True}) == ""
     colour = stage.category_colour(3)
     plain = stage.draw_boxes(Image.new("RGB", (400, 300), GREY), [[0.1, 0.5, 0.9, 0.9]], [3], ["ball"])
     scored = stage.draw_boxes(Image.new("RGB", (400, 300), GREY), [[0.1, 0.5, 0.9, 0.9]], [3], ["ball"],

@@ -197,6 +197,26 @@ def test_a_changed_picture_is_scored_again_and_overwrite_rescores_all(references
     assert f"scored {total}, reused 0" in result.stdout
 
 
+def test_a_torn_last_partial_line_is_scored_again_and_nothing_is_lost(references, tiny_models, tmp_path):
+    """Issue 18 case 4: a kill in mid-write leaves the partial file's last line cut short. The rerun drops
+    that line with a note, scores its picture again, and does not glue its first new line onto the
+    fragment: every picture ends scored (it was 42 pictures, 41 scored)."""
+    reference_out, _ = references("owlv2")
+    out = copy_outputs(reference_out, tmp_path / "out")
+    scores = out / "generation" / "scores.jsonl"
+    lines = scores.read_bytes().splitlines()
+    scores.unlink()
+    partial = out / "generation" / "scores.partial.0.jsonl"
+    partial.write_bytes(b"".join(line + b"\n" for line in lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
+    result = run_score(*score_flags(out, tiny_models, "owlv2", "--mode", "generation"))
+    assert result.returncode == 0, result.stderr
+    assert f"scored 1, reused {len(lines) - 1} unchanged" in result.stdout
+    assert "cut short by an interrupted run" in result.stderr
+    assert sorted(read_scores(out / "generation")) == sorted(read_scores(reference_out / "generation"))
+    assert_same_measures(measured(out / "generation"), measured(reference_out / "generation"))
+    assert not partial.exists()
+
+
 def test_two_processes_give_the_scores_of_one(references, stage_outputs, tiny_models, tmp_path):
     detector = "owlv2"  # the split does not depend on the detector
     reference_out, _ = references(detector)

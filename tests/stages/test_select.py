@@ -183,16 +183,31 @@ def test_bad_inputs_end_with_one_error_line(tmp_path, toy):
 
 
 @pytest.mark.parametrize("file_name, message", [
-    ("../../x.png", "error: file_name climbs out of the image folder with '..' (../../x.png)"),
-    ("/etc/x.png", "error: file_name is an absolute path; it must be relative to the image folder (/etc/x.png)"),
+    ("../../x.png", "error: image 1: file_name climbs out of the image folder with '..', got '../../x.png' ({})"),
+    ("/etc/x.png", "error: image 1: file_name is an absolute path; it must be relative to the image folder, got '/etc/x.png' ({})"),
+    ("a\x00.png", "error: image 1: file_name holds a NUL byte, got 'a\\x00.png' ({})"),  # issue 18: --select-only took it
 ])
 def test_select_only_refuses_a_file_name_outside_the_image_folder(tmp_path, file_name, message):
-    """The same line as the full run (tests/stages/test_caption.py), found from the name alone: no file is read."""
+    """The same line as the full run (tests/stages/test_caption.py): the annotation file's schema refuses the name."""
     annotations = write_coco(tmp_path / "ann", {1: (file_name, 64, 48, [(3, [5, 5, 20, 20], 0)]), **{9: TOY[9]}})
     (tmp_path / "images").mkdir()
     result = run_script(SCRIPT, "-i", tmp_path / "images", "-a", annotations, "-o", tmp_path / "out", "--select-only")
-    assert result.returncode == 2 and result.stderr.strip().splitlines() == [message], result.stderr
-    assert not (tmp_path / "out" / "selection.json").exists()
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [message.format(annotations)], result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_string_boxes_are_refused_when_the_annotation_file_is_read(tmp_path, tiny_models):
+    """Issue 18: stage 1 took ["48", "150", ...], and stages 2 and 4 then died with a traceback."""
+    annotations = write_coco(tmp_path / "ann", {1: ("a.png", 64, 48, [(3, [5, 5, 20, 20], 0)])})
+    coco = json.loads(annotations.read_text())
+    coco["annotations"][0]["bbox"] = ["5", "5", "20", "20"]
+    annotations.write_text(json.dumps(coco))
+    (tmp_path / "images").mkdir()
+    for flags in (["--select-only"], ["--model", tiny_models / "blip2"]):  # the full run: before the model is loaded
+        result = run_script(SCRIPT, "-i", tmp_path / "images", "-a", annotations, "-o", tmp_path / "out", *flags)
+        assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+            f"error: annotation 101 has a 'bbox' that is not [x, y, w, h]: ['5', '5', '20', '20'] ({annotations})"], result.stderr
+        assert not (tmp_path / "out").exists()
 
 
 def test_existing_selection_needs_overwrite(tmp_path, toy):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cocoaug.errors import UserError
-from cocoaug.records import load_records
+from cocoaug.records import MAX_VARIANTS, load_records
 from cocoaug.scores import SUMMARY_COLUMNS, write_summary
 from tests.helpers.scripts import run_script
 from tests.helpers.skewed_set import plan_rows, write_skewed_set
@@ -136,10 +136,12 @@ def test_records_refuse_a_bad_variants_field(tmp_path):
     annotations = write_skewed_set(tmp_path, common=2, rare=1)
     assert select_only(tmp_path, annotations, tmp_path / "out", "--balance", "repeat-factor").returncode == 0
     selection = tmp_path / "out" / "selection.json"
-    for bad in (0, -1, 1.5, True, "2"):
+    for bad, rule in ((-1, "an integer >= 0"), (1.5, "an integer"), (True, "an integer"), ("2", "an integer"),
+                      (MAX_VARIANTS + 1, f"an integer <= {MAX_VARIANTS}")):
         records = json.loads(selection.read_text())
         records[0]["variants"] = bad
         path = tmp_path / "bad.json"
         path.write_text(json.dumps(records))
-        with pytest.raises(UserError, match="'variants' that is not a positive integer"):
+        with pytest.raises(UserError) as info:
             load_records(path, require_text=False)
+        assert info.value.message == f"record 0 (image_id {records[0]['image_id']}): variants must be {rule}, got {bad!r}"

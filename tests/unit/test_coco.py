@@ -156,7 +156,6 @@ def test_columns_only_load_equals_the_full_load(tmp_path):
 
 @pytest.mark.parametrize("change", [
     lambda d: d["annotations"][0].update(iscrowd=False),  # the full load takes a bool here, msgspec's int does not
-    lambda d: d["annotations"][1].update(bbox=["0", "0", "40.5", "80"]),  # numpy converts the strings
 ])
 def test_columns_only_load_parses_in_full_what_msgspec_does_not_take(tmp_path, change):
     path = tmp_path / "ann.json"
@@ -164,6 +163,25 @@ def test_columns_only_load_parses_in_full_what_msgspec_does_not_take(tmp_path, c
     fast = load_coco(path, annotation_dicts=False)
     assert fast.data is not None  # parsed in full
     assert_same_columns(fast, load_coco(path))
+
+
+@pytest.mark.parametrize("change, message", [
+    # numpy would read the strings as numbers, and True as 1 (issue 18: stage 1 accepted string boxes)
+    (lambda d: d["annotations"][1].update(bbox=["48", "150", "40.5", "80"]), "annotation 2 has a 'bbox' that is not"),
+    (lambda d: d["annotations"][1].update(bbox=[0, 0, True, 80]), "annotation 2 has a 'bbox' that is not"),
+    (lambda d: d["annotations"][1].update(category_id=True), "annotation 2 has a 'category_id' that is not an integer"),
+    (lambda d: d["annotations"][1].update(image_id=-11), "annotation 2 has a 'image_id' that is negative"),
+    (lambda d: d["images"][0].update(id=-1), "image at index 0 has a 'id' that is negative"),
+    (lambda d: d["images"][1].update(file_name="a\x00b.png"), r"image 11: file_name holds a NUL byte, got 'a\\x00b.png'"),
+    (lambda d: d["images"][1].update(file_name="../../x.png"), "image 11: file_name climbs out of the image folder"),
+    (lambda d: d["images"][1].update(file_name="C:\\x.png"), "image 11: file_name is an absolute path"),
+])
+def test_both_loads_refuse_what_the_schema_refuses(tmp_path, change, message):
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps(mutated(change)))
+    for annotation_dicts in (True, False):
+        with pytest.raises(UserError, match=message):
+            load_coco(path, annotation_dicts=annotation_dicts)
 
 
 @pytest.mark.parametrize("skipped", [b'"\xff\xfe"', b'"\xed\xa0"', b"[" * 1100 + b"]" * 1100])
