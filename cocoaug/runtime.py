@@ -67,16 +67,16 @@ def user_error_line(exc: Exception, args) -> str | None:
     if isinstance(exc, OSError) and exc.errno in NO_SPACE + NO_WRITE + IN_THE_WAY:
         path = exc.filename if exc.filename is not None else "path unknown: run with --debug to see it"
         if exc.errno in NO_SPACE:
-            return (f"no space left on device: free some space (or pass an -o folder on another disk) and run the same "
-                    f"command again to resume; finished outputs are kept ({path})")
+            return (f"no space left on device: free some space, or choose an output folder on another disk, and run the "
+                    f"same command again to resume; finished outputs are kept ({path})")
         if exc.errno == errno.EROFS:
-            return f"read-only file system: pass an -o folder on a writable disk ({path})"
+            return f"read-only file system: choose an output folder on a writable disk ({path})"
         if exc.errno in NO_WRITE:
-            return f"permission denied: make it writable (readable, for an input) by this user, or pass another -o folder ({path})"
+            return f"permission denied: give this user access to it, or choose another output folder ({path})"
         if exc.errno == errno.EISDIR:
-            return f"a folder stands where a file is to be written: move it away or pass another -o folder ({path})"
+            return f"a folder stands where a file is to be written: move it away or choose another output folder ({path})"
         blocking = _file_in_the_way(path)
-        return (f"a file stands where a folder is needed: move it away or pass another -o folder "
+        return (f"a file stands where a folder is needed: move it away or choose another output folder "
                 f"({blocking if blocking is not None else path})")
     pil_image = sys.modules.get("PIL.Image")
     if pil_image is not None and isinstance(exc, pil_image.DecompressionBombError):
