@@ -77,8 +77,8 @@ def test_the_scorer_on_a_full_disk_is_one_error_line_and_resumes(sample_dataset,
     out = tmp_path / "out"
     result = run_script_with_mounts(full_disk_copy(stage_outputs, out), "score_images.py",
                                     *stage_args("score_images.py", out, sample_dataset, stage_outputs, tiny_models, fid_weights))
-    assert_one_error_line(result, "error: no space left on device: free some space, or choose an output folder on another disk, and "
-                                  "run the same command again to resume; finished outputs are kept", f"({out}/generation/scores.partial.0.jsonl)")
+    assert_one_error_line(result, "error: no space left on device while writing: free some space, or choose an output folder on "
+                                  "another disk, and run the same command again to resume; finished outputs are kept ", f"({out}/generation/scores.partial.0.jsonl)")
 
 
 def header_only_png(path: Path, width: int, height: int):

@@ -98,9 +98,9 @@ def test_a_hub_model_in_the_local_cache_is_used_when_the_hub_is_unreachable(samp
     (OSError(errno.EROFS, "Read-only file system", "/mnt/ro/out"),
      "error: read-only file system: choose an output folder on a writable disk (/mnt/ro/out)"),
     (OSError(errno.ENOSPC, "No space left on device", "/data/out/scores.partial.0.jsonl"),
-     "error: no space left on device: free some space, or choose an output folder on another disk, and run the same "
-     "command again to resume; finished outputs are kept (/data/out/scores.partial.0.jsonl)"),
-    (OSError(errno.EDQUOT, "Disk quota exceeded", "/data/out/x.png"), "error: no space left on device"),
+     "error: no space left on device while writing: free some space, or choose an output folder on another disk, and run "
+     "the same command again to resume; finished outputs are kept (/data/out/scores.partial.0.jsonl)"),
+    (OSError(errno.EDQUOT, "Disk quota exceeded", "/data/out/x.png"), "error: no space left on device while writing: "),
     (IsADirectoryError(errno.EISDIR, "Is a directory", "/data/out/blip2.json"),
      "error: a folder stands where a file is to be written: move it away or choose another output folder (/data/out/blip2.json)"),
 ])
