@@ -23,8 +23,8 @@ UMASK = os.umask(0)
 os.umask(UMASK)
 FILE_MODE = 0o666 & ~UMASK
 TEMP_SUFFIX = ".tmp"
-NO_SPACE = ("no space left on device while writing: free some space, or choose an output folder on another disk, and run "
-            "the same command again to resume; finished outputs are kept")
+NO_SPACE_MESSAGE = ("no space left on device while writing: free some space, or choose an output folder on another disk, and run "
+                    "the same command again to resume; finished outputs are kept")
 # ".<target name>.<mkstemp's 8 random characters>.<writer's pid>.tmp"; files of older versions lack the pid.
 TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}(?:\.(?P<pid>\d+))?" + re.escape(TEMP_SUFFIX) + "$")
 
@@ -51,7 +51,7 @@ def atomic_path(path):
     except OSError as exc:
         _remove_quietly(tmp)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise UserError(NO_SPACE, path) from exc
+            raise UserError(NO_SPACE_MESSAGE, path) from exc
         if exc.filename in (None, tmp):
             exc.filename, exc.filename2 = str(path), None
         raise

@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 from contextlib import contextmanager
 from pathlib import Path
 
-from cocoaug.atomic import NO_SPACE
+from cocoaug.atomic import NO_SPACE_MESSAGE
 from cocoaug.errors import UserError
 
 log = logging.getLogger("cocoaug")
@@ -68,7 +68,7 @@ def user_error_line(exc: Exception, args) -> str | None:
     if isinstance(exc, OSError) and exc.errno in NO_SPACE + NO_WRITE + IN_THE_WAY:
         path = exc.filename if exc.filename is not None else "path unknown: run with --debug to see it"
         if exc.errno in NO_SPACE:
-            return f"{NO_SPACE} ({path})"
+            return f"{NO_SPACE_MESSAGE} ({path})"
         if exc.errno == errno.EROFS:
             return f"read-only file system: choose an output folder on a writable disk ({path})"
         if exc.errno in NO_WRITE:
