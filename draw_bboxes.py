@@ -33,7 +33,7 @@ import orjson
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
 from cocoaug import cli
-from cocoaug.atomic import save_image_atomic
+from cocoaug.atomic import remove_stale_temp_files, save_image_atomic
 from cocoaug.errors import UserError
 from cocoaug.generated import list_generated, mode_folders
 from cocoaug.images import open_rgb
@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_overwrite(parser, help="redraw copies and overviews that exist already")
     parser.add_argument("--serve", action="store_true", help="after drawing, serve BOXES_DIR/review.html and save every decision to BOXES_DIR/picks.json")
     parser.add_argument("--host", default="127.0.0.1", help="with --serve: the address to listen on (default 127.0.0.1; anything but localhost lets others reach the page)")
-    parser.add_argument("--port", type=int, default=8765, help="with --serve: the port (default 8765; 0: any free port)")
+    parser.add_argument("--port", type=cli.port_number, default=8765, help="with --serve: the port (default 8765; 0: any free port)")
     cli.add_debug(parser)
     return parser
 
@@ -343,6 +343,8 @@ def main(args):
     written = [boxes_dir, boxes_dir / "overview", boxes_dir / "original", *(boxes_dir / mode for mode in folders)]
     refuse_output_inside(written, {"image folder": images_dir, **{f"{mode} folder": folder for mode, folder in folders.items()}})
     items, unknown = plan_drawing(folders, records_by_id, args.records)
+    if removed := remove_stale_temp_files(boxes_dir, recursive=True):
+        log.info("removed %d temp file(s) left by an interrupted run", removed)
     if images_dir is not None:
         check_originals(items, records_by_id, images_dir)
     server = None

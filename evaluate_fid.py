@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from cocoaug import cli
-from cocoaug.atomic import write_json_atomic
+from cocoaug.atomic import remove_temp_files, write_json_atomic
 from cocoaug.errors import UserError
 from cocoaug.images import open_rgb
 from cocoaug.paths import require_dir, require_file
@@ -189,6 +189,8 @@ def main(args):
         raise UserError("must not be negative", f"--num-workers {args.num_workers}")
     if args.output and Path(args.output).exists() and not args.overwrite:
         raise UserError("output file exists; use --overwrite to replace it", args.output)
+    if args.output:
+        remove_temp_files(args.output)
     real_files, generated_files = image_files(args.real), image_files(args.generated)
     for folder, files in ((args.real, real_files), (args.generated, generated_files)):
         if len(files) < args.dims:

@@ -39,7 +39,7 @@ from collections import Counter
 from pathlib import Path
 
 from cocoaug import cli
-from cocoaug.atomic import atomic_path, write_json_atomic
+from cocoaug.atomic import atomic_path, remove_stale_temp_files, write_json_atomic
 from cocoaug.balance import pictures_by_category, planned_by_category
 from cocoaug.coco import load_coco
 from cocoaug.errors import UserError, listed
@@ -365,6 +365,9 @@ def main(args):
         written.append(final_images / ORIGINAL_SUBDIR)
     refuse_output_inside(written, {"image folder": images_dir, "folder of picked images": selected_dir,
                                    **{f"{mode} folder": folder for mode, folder in folders.items()}})
+    # images/original/ included; not through the symbolic link of --originals symlink to the user's image folder.
+    if removed := remove_stale_temp_files(final_dir, recursive=True):
+        log.info("removed %d temp file(s) left by an interrupted run", removed)
     records_by_id = {}
     if args.records:
         records = load_records(args.records, require_text=False)

@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from cocoaug import cli
-from cocoaug.atomic import remove_temp_files
+from cocoaug.atomic import remove_stale_temp_files, remove_temp_files
 from cocoaug.balance import pictures_by_category
 from cocoaug.coco import load_coco
 from cocoaug.errors import UserError, listed
@@ -154,13 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_model(parser, help="GLIGEN checkpoint, hub id or local folder (default: masterful/gligen-1-4-<mode>-text-box)")
     parser.add_argument("--scheduler", help="diffusers scheduler class, e.g. DDIMScheduler, EulerDiscreteScheduler, DPMSolverMultistepScheduler (default: the checkpoint's)")
     parser.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
-    parser.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance; 1 or less turns it off (default 7.5)")
-    parser.add_argument("--grounding-beta", type=float, default=1.0, help="scheduled sampling: the fraction of steps, from the first, that use the boxes (default 1.0: all)")
+    parser.add_argument("--guidance-scale", type=cli.finite_float, default=7.5, help="classifier-free guidance; 1 or less turns it off (default 7.5)")
+    parser.add_argument("--grounding-beta", type=cli.finite_float, default=1.0, help="scheduled sampling: the fraction of steps, from the first, that use the boxes (default 1.0: all)")
     parser.add_argument("--negative-prompt", default="", help="what the pictures should not show (default: none)")
     parser.add_argument("--phrase-template", default="{label}", help="each box's phrase; fields {label}, {category_id}, {caption} (default \"{label}\")")
     parser.add_argument("--resolution", type=int, help="working side in pixels: inpainting letterboxes into this square, generation uses about this squared area (default: the model's native size, 512 for the hub models)")
     parser.add_argument("--keep-background", action=argparse.BooleanOptionalAction, default=True, help="inpainting: paste the original pixels back outside the boxes (default on)")
-    parser.add_argument("--feather", type=float, default=4.0, help="with --keep-background: pixels inside each box edge over which the generated part fades in (default 4)")
+    parser.add_argument("--feather", type=cli.finite_float, default=4.0, help="with --keep-background: pixels inside each box edge over which the generated part fades in (default 4)")
     parser.add_argument("--variants", type=int, help="images per record for every record; K > 1 names them <name>_<k>.png "
                         "(default: each record's 'variants' from stage 1 --balance, else 1)")
     parser.add_argument("--seed", type=int, default=0, help="each image's seed comes from (seed, image_id, variant) (default 0)")
@@ -282,9 +282,9 @@ def check_existing_settings(items: list[WorkItem], out_dir: Path, settings: dict
 
 
 def pending_items(items: list[WorkItem], out_dir: Path, overwrite: bool) -> list[WorkItem]:
-    """This process's images still to make; also removes temp files that a killed run left of them."""
-    for item in items:
-        remove_temp_files(out_dir / item.file_name)
+    """This process's images still to make; also removes temp files that a killed run left of them
+    (the folder is listed once: other processes of a distributed run keep theirs)."""
+    remove_stale_temp_files(out_dir, {item.file_name for item in items})
     return [item for item in items if overwrite or not (out_dir / item.file_name).exists()]
 
 

@@ -22,7 +22,6 @@ import gc
 import importlib.util
 import logging
 import os
-import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Callable
@@ -35,11 +34,11 @@ import pandas as pd
 from cocoaug import cli
 from cocoaug.captions import apply_rules, count_phrase, load_rules, tidy_caption, word_pattern
 from cocoaug import balance
-from cocoaug.atomic import atomic_path, write_csv_atomic, write_json_atomic
+from cocoaug.atomic import atomic_path, naming_os_errors, remove_stale_temp_files, write_csv_atomic, write_json_atomic
 from cocoaug.boxes import clip_xywh, xywh_pixels_to_xyxy_norm
 from cocoaug.coco import load_coco
 from cocoaug.errors import UserError, listed
-from cocoaug.images import open_rgb
+from cocoaug.images import open_rgb, without_exif_orientation
 from cocoaug.jsonl import open_for_append, read_jsonl
 from cocoaug.paths import check_inside, check_relative_name, refuse_output_inside, require_dir, resolve_under
 from cocoaug.records import MAX_VARIANTS, RECORD_FIELDS
@@ -112,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-objects", type=int, default=6, metavar="N", help="skip images with more than N boxes (default 6)")
     g.add_argument("--allow-multi-category", action="store_true", help="also select images whose boxes are of several categories")
     g.add_argument("--categories", metavar="NAME[,NAME...]", help="select only images with a box of one of these categories")
-    g.add_argument("--min-box-area", type=float, default=0.0, metavar="PIXELS",
+    g.add_argument("--min-box-area", type=cli.finite_float, default=0.0, metavar="PIXELS",
                    help="skip images with a box smaller than PIXELS after clipping to the image (default 0: "
                         "every box must keep a positive area)")
     cli.add_limit(g, help="keep only the first N selected images by image_id")
@@ -123,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--balance", choices=balance.METHODS,
                    help="give each record a number of pictures (its 'variants') that favours rare categories: "
                         "repeat-factor (LVIS) or target (top each category up toward --target-boxes)")
-    g.add_argument("--balance-threshold", type=float, default=0.001, metavar="T",
+    g.add_argument("--balance-threshold", type=cli.finite_float, default=0.001, metavar="T",
                    help="repeat-factor: r_c = max(1, sqrt(T / f_c)), f_c the fraction of images with category c (default 0.001)")
     g.add_argument("--target-boxes", type=int, metavar="N", help="--balance target: boxes per category wanted in the merged set")
     g.add_argument("--max-variants", type=int, default=8, metavar="K", help="at most K pictures per record and mode (default 8)")
@@ -166,13 +165,27 @@ def check_arguments(args):
     names = ["selection.json"] if args.select_only else ["blip2.json", "blip2.csv", "blip2_post.json", "blip2_post.csv", "selected"]
     # A full run replaces the plan.csv of a --select-only preview: the plan belongs with blip2_post.json.
     names += [balance.PLAN_FILE] if args.balance and args.select_only else []
+    args.resume = not args.select_only and resumable(args.output)
     for name in names:
-        if (args.output / name).exists() and not args.overwrite:
+        if (args.output / name).exists() and not (args.overwrite or args.resume):
             raise UserError("output exists; pass --overwrite to replace it", args.output / name)
     if not args.select_only:
         args.model = check_model_source(args.model)
         if args.load_in_8bit and importlib.util.find_spec("bitsandbytes") is None:
             raise UserError("--load-in-8bit needs the bitsandbytes package (pip install bitsandbytes)", "--load-in-8bit")
+
+
+def resumable(output: Path) -> bool:
+    """Whether OUT_DIR holds a full run that stopped before its last file (blip2_post.csv): its
+    captions are in the partial file, and a rerun writes the other files again from them."""
+    return (output / PARTIAL_NAME).is_file() and not (output / "blip2_post.csv").exists()
+
+
+def remove_stale_temp_files_of_stage(args):
+    """Remove the temp files that a killed run left in OUT_DIR and selected/."""
+    removed = remove_stale_temp_files(args.output) + remove_stale_temp_files(args.output / "selected", recursive=True)
+    if removed:
+        log.info("removed %d temp file(s) left by an interrupted run", removed)
 
 
 def check_balance_arguments(args):
@@ -442,7 +455,8 @@ def caption_records(records, paths, args, summary) -> dict:
         files = ImageFiles([paths[i] for i in todo], [records[i]["image_id"] for i in todo])
         loader = DataLoader(files, batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=collate_images)
         args.output.mkdir(parents=True, exist_ok=True)
-        with open_for_append(partial) as sink, tqdm(total=len(todo), desc="captioning", unit="image") as bar:
+        # A write to an open file (or its flush at close) names no path: naming_os_errors has a full disk name the file.
+        with naming_os_errors(partial), open_for_append(partial) as sink, tqdm(total=len(todo), desc="captioning", unit="image") as bar:
             for ids, images, errors in loader:
                 for image_id, error in zip(ids, errors):
                     if error and not args.skip_missing:
@@ -496,11 +510,15 @@ def write_records(path: Path, records: list[dict], csv: bool = True):
 
 
 def copy_selected(records, paths_by_id, dataset, args):
-    """Copy the originals to OUT_DIR/selected/ (relative paths kept) with a COCO file of them."""
+    """Copy the originals to OUT_DIR/selected/ (relative paths kept) with a COCO file of them.
+
+    A JPEG's EXIF Orientation tag is left out of its copy (docs/troubleshooting.md): the boxes refer
+    to the stored pixels, which are copied unchanged.
+    """
     folder = args.output / "selected"
     for record in records:
         with atomic_path(check_inside(folder, resolve_under(folder, record["file_name"]))) as tmp:
-            shutil.copyfile(paths_by_id[record["image_id"]], tmp)
+            tmp.write_bytes(without_exif_orientation(paths_by_id[record["image_id"]].read_bytes()))
     ids = {record["image_id"] for record in records}
     coco = {key: value for key, value in dataset.data.items() if key not in ("images", "annotations")}
     coco["images"] = [dataset.image_by_id[i] for i in sorted(ids)]
@@ -519,6 +537,9 @@ def print_summary(summary: Counter):
 def main(args):
     """Select, caption, clean and write; --select-only stops after the selection."""
     check_arguments(args)
+    if args.resume and not args.select_only:
+        log.info("%s holds an unfinished run: its captions are reused and its files written again", args.output)
+    remove_stale_temp_files_of_stage(args)
     dataset = load_annotations(args.annotations, annotation_dicts=not args.select_only)
     table = image_table(dataset, args.categories)
     reasons = apply_limit(select_images(table, args), args.limit)

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import orjson
 
-from cocoaug.atomic import write_csv_atomic, write_json_atomic
+from cocoaug.atomic import naming_os_errors, remove_stale_temp_files, write_csv_atomic, write_json_atomic
 from cocoaug.cli import (add_batch_size, add_debug, add_device, add_generated, add_limit, add_overwrite, add_records,
-                         new_parser)
+                         finite_float, new_parser)
 from cocoaug.errors import UserError, listed
 from cocoaug.generated import MODES, mode_folders
 from cocoaug.picks import PASSED_PICKS_FILE, picks_document
@@ -80,10 +80,10 @@ def build_parser():
     parser.add_argument("--detector", default=DEFAULT_DETECTOR, metavar="ID_OR_FOLDER",
                         help=f"open-vocabulary detector: OWLv2 or Grounding DINO, hub id or local folder (default {DEFAULT_DETECTOR})")
     parser.add_argument("--clip-model", default=DEFAULT_CLIP, metavar="ID_OR_FOLDER", help=f"CLIP model, hub id or local folder (default {DEFAULT_CLIP})")
-    parser.add_argument("--min-iou", type=float, default=0.5, help="a box is found by a detection of its label overlapping it this much (default 0.5)")
-    parser.add_argument("--min-detector-score", type=float,
+    parser.add_argument("--min-iou", type=finite_float, default=0.5, help="a box is found by a detection of its label overlapping it this much (default 0.5)")
+    parser.add_argument("--min-detector-score", type=finite_float,
                         help="... and scoring at least this; also what counts as an extra object (default: 0.1 for OWLv2, 0.3 for Grounding DINO)")
-    parser.add_argument("--min-region-clip", type=float, default=0.21, help="lowest CLIP similarity of a box's crop to 'a photo of a {label}' (default 0.21)")
+    parser.add_argument("--min-region-clip", type=finite_float, default=0.21, help="lowest CLIP similarity of a box's crop to 'a photo of a {label}' (default 0.21)")
     parser.add_argument("--max-extra-objects", type=int, default=0, help="detections of the record's labels outside every box a picture may have (default 0)")
     add_batch_size(parser, 8, "pictures per detector batch, per process")
     add_device(parser)
@@ -229,7 +229,9 @@ def measure(pictures: list[Picture], scorer, args, partial_path: Path, rank: int
         size = (picture.entry["width"], picture.entry["height"]) if "width" in picture.entry else image_size(picture.path)
         by_size.setdefault(scorer.batch_key(*size), []).append(picture)
     desc = f"scoring {pictures[0].mode}" + (f" (rank {rank})" if rank else "")
-    with tqdm(total=len(pictures), desc=desc, unit="picture") as bar, open_for_append(partial_path) as partial:
+    # A write to an open file (or its flush at close) names no path: naming_os_errors has a full disk name the file.
+    with naming_os_errors(partial_path), tqdm(total=len(pictures), desc=desc, unit="picture") as bar, \
+            open_for_append(partial_path) as partial:
         for group in by_size.values():
             for start in range(0, len(group), args.batch_size):
                 batch = group[start:start + args.batch_size]
@@ -340,6 +342,14 @@ def write_outputs(out_dir: Path, folders: dict[str, Path], thresholds: Threshold
     return {"pictures": len(every), "passed": sum(e["passed"] for e in every)}
 
 
+def remove_own_temp_files(out_dir: Path, folders: dict[str, Path]):
+    """Remove the temp files a killed run left of this stage's outputs (stage 2's files beside them are not ours)."""
+    removed = remove_stale_temp_files(out_dir, {SCORES_CSV, SUMMARY_FILE, PASSED_PICKS_FILE})
+    removed += sum(remove_stale_temp_files(folder, {scores_path(folder).name}) for folder in folders.values())
+    if removed:
+        log.info("removed %d temp file(s) left by an interrupted run", removed)
+
+
 def main(args):
     # 1. Check inputs
     thresholds = check_args(args)
@@ -372,6 +382,8 @@ def main(args):
 
     # 4. Judge everything stored with this run's thresholds and write the outputs (rank 0, after the others)
     wait_for_all_processes(world_size)
+    if rank == 0:
+        remove_own_temp_files(out_dir, folders)
     scored = sum(len(p) for p in todo.values())
     prefix = f"rank {rank}: " if world_size > 1 else ""
     if rank != 0:

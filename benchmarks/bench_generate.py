@@ -43,6 +43,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a file, the stage modules and cocoaug import from the root
 
+from cocoaug.cli import finite_float  # noqa: E402
+
 FULL_SIZE_CONFIGS = ROOT / "benchmarks/configs/gligen-1-4-generation-text-box"
 VARIANTS = ["seed", "project-b1", "project", "project-no-sdpa", "project-channels-last", "project-compile", "project-dpm"]
 FAST_SCHEDULER = "DPMSolverMultistepScheduler"  # algorithm_type "dpmsolver++" by default
@@ -64,7 +66,7 @@ def parse_args(argv=None):
     p.add_argument("--repeat", type=int, default=3, help="timed runs per variant; the table shows the median (default 3)")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cuda, cpu (default auto)")
     p.add_argument("--dtype", default="auto", choices=["auto", "float16", "bfloat16", "float32"], help="auto: float16 on CUDA, float32 elsewhere")
-    p.add_argument("--tolerance", type=float, default=1.0, help="largest mean |difference| to the seed's images, 8-bit levels (default 1)")
+    p.add_argument("--tolerance", type=finite_float, default=1.0, help="largest mean |difference| to the seed's images, 8-bit levels (default 1)")
     p.add_argument("--threads", type=int, help="torch CPU threads of both sides (default torch's: one per core)")
     p.add_argument("--workdir", type=Path, help="tiny models and results go here (default: a temp folder)")
     p.add_argument("--run-variant", help=argparse.SUPPRESS)  # internal: the subprocess of one row

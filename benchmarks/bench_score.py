@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from cocoaug.boxes import xywh_pixels_to_xyxy_norm  # noqa: E402
+from cocoaug.cli import finite_float  # noqa: E402
 from cocoaug.coco import load_coco  # noqa: E402
 from cocoaug.images import open_rgb  # noqa: E402
 from cocoaug.quality import padded_crop  # noqa: E402
@@ -55,7 +56,7 @@ def parse_args(argv=None):
     p.add_argument("--images", type=int, help="pictures per run (default 24 tiny, 64 full size)")
     p.add_argument("--batch-size", type=int, default=8, help="the project's pictures per batch (default 8, score_images.py's)")
     p.add_argument("--repeat", type=int, default=3, help="timed runs per side; the table shows the median (default 3)")
-    p.add_argument("--tolerance", type=float, help="largest score difference allowed between the sides (default 1e-4 float32, 2e-2 half)")
+    p.add_argument("--tolerance", type=finite_float, help="largest score difference allowed between the sides (default 1e-4 float32, 2e-2 half)")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cuda, cpu (default auto)")
     p.add_argument("--dtype", default="auto", choices=["auto", "float16", "bfloat16", "float32"], help="auto: float16 on CUDA, float32 elsewhere")
     p.add_argument("--threads", type=int, help="torch CPU threads (default torch's: one per core)")

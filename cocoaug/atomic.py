@@ -6,9 +6,9 @@ A reader never sees a half-written file, and an interrupted write leaves only th
 
 import csv
 import errno
-import glob
 import io
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,14 +23,26 @@ UMASK = os.umask(0)
 os.umask(UMASK)
 FILE_MODE = 0o666 & ~UMASK
 TEMP_SUFFIX = ".tmp"
+NO_SPACE_MESSAGE = ("no space left on device while writing: free some space, or choose an output folder on another disk, and run "
+                    "the same command again to resume; finished outputs are kept")
+# ".<target name>.<mkstemp's 8 random characters>.<writer's pid>.tmp"; files of older versions lack the pid.
+TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}(?:\.(?P<pid>\d+))?" + re.escape(TEMP_SUFFIX) + "$")
 
 
 @contextmanager
 def atomic_path(path):
-    """Yield a temp path beside ``path``; on success rename it to ``path``, else delete it."""
+    """Yield a temp path beside ``path``; on success rename it to ``path``, else delete it.
+
+    An OSError of the write names ``path`` (not the hidden temp file) for the ``error:`` line of
+    cocoaug.runtime.run_cli.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=TEMP_SUFFIX, dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=f".{os.getpid()}{TEMP_SUFFIX}", dir=path.parent)
+    except OSError as exc:
+        exc.filename = str(path)
+        raise
     os.fchmod(fd, FILE_MODE)
     os.close(fd)
     try:
@@ -39,7 +51,9 @@ def atomic_path(path):
     except OSError as exc:
         _remove_quietly(tmp)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise UserError("no space left on device while writing", path) from exc
+            raise UserError(NO_SPACE_MESSAGE, path) from exc
+        if exc.filename in (None, tmp):
+            exc.filename, exc.filename2 = str(path), None
         raise
     except BaseException:
         # KeyboardInterrupt and SystemExit included: never leave the temp file behind.
@@ -47,14 +61,58 @@ def atomic_path(path):
         raise
 
 
+@contextmanager
+def naming_os_errors(path):
+    """Let an OSError raised inside (a write to an open file names no path) name ``path``."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
+
+
 def remove_temp_files(path) -> int:
     """Remove the temp files that interrupted writes to ``path`` left beside it (a killed process
-    cannot clean up); returns how many. Call it only when no other process is writing ``path``."""
+    cannot clean up); returns how many. A temp file whose writer still runs is left alone."""
     path = Path(path)
-    stale = list(path.parent.glob(f"{glob.escape(_temp_prefix(path))}*{TEMP_SUFFIX}"))
-    for temp in stale:
-        _remove_quietly(temp)
-    return len(stale)
+    return remove_stale_temp_files(path.parent, {path.name})
+
+
+def remove_stale_temp_files(folder, targets=None, recursive: bool = False) -> int:
+    """Remove the temp files that killed runs left in ``folder`` (listed once), of every target or
+    only those named in ``targets``, in its subfolders too with ``recursive``; returns how many.
+    A temp file whose writer is still running on this machine (a concurrent run) is left alone."""
+    try:
+        names = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    removed = 0
+    if recursive:
+        for name in names:
+            if os.path.isdir(os.path.join(folder, name)) and not os.path.islink(os.path.join(folder, name)):
+                removed += remove_stale_temp_files(os.path.join(folder, name), targets, recursive=True)
+    for name in names:
+        match = TEMP_NAME.match(name)
+        if match is None or (targets is not None and match["target"] not in targets):
+            continue
+        if match["pid"] is not None and _is_running(int(match["pid"])):
+            continue
+        _remove_quietly(Path(folder) / name)
+        removed += 1
+    return removed
+
+
+def _is_running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _temp_prefix(path: Path) -> str:

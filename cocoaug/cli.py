@@ -5,6 +5,7 @@ Each ``add_*`` function takes a parser or an argument group.
 """
 
 import argparse
+import math
 import re
 
 DEVICE_HELP = "auto (default: cuda, then mps, then cpu), cuda, cuda:N, mps or cpu"
@@ -64,6 +65,28 @@ def device_name(text: str) -> str:
     if not DEVICE_NAME.match(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a device: use {DEVICE_HELP}")
     return text
+
+
+def finite_float(text: str) -> float:
+    """argparse type of every float flag: a number, and neither NaN nor infinite (``nan`` would pass every comparison)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def port_number(text: str) -> int:
+    """argparse type of ``--port``: 0 (any free port) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port: use 1 to 65535, or 0 for any free port")
+    return value
 
 
 def add_device(parser, dtype: bool = True):

@@ -202,10 +202,15 @@ def settings_differences(entries, settings: dict) -> list[str]:
     found: dict[str, list] = {}
     for entry in entries:
         for key, now in settings.items():
-            if key in entry and entry[key] != now and entry[key] not in found.setdefault(key, []):
+            if key in entry and not _same_setting(entry[key], now) and entry[key] not in found.setdefault(key, []):
                 found[key].append(entry[key])
     return [f"{key}: {listed(_shown(v) for v in values)} in existing pictures, {_shown(settings[key])} now"
             for key, values in found.items() if values]
+
+
+def _same_setting(stored, now) -> bool:
+    # As JSON text too: NaN != NaN, and a NaN setting is stored as null; 7.5 == 7.5 either way.
+    return stored == now or _shown(stored) == _shown(now)
 
 
 def _shown(value) -> str:

@@ -26,6 +26,9 @@ def open_rgb(path) -> Image.Image:
                 return to_rgb(image)
     except FileNotFoundError as exc:
         raise UserError("image file not found", path) from exc
+    except Image.DecompressionBombError as exc:
+        raise UserError(f"image too large to open ({exc}): check the file; if it is genuine, raise "
+                        "Image.MAX_IMAGE_PIXELS in cocoaug/images.py", path) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise UserError(f"cannot read image: {exc}", path) from exc
 
@@ -58,6 +61,35 @@ def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
     return Image.fromarray(gray, mode="L").convert("RGB")
 
 
+EXIF_ORIENTATION = 0x0112
+JPEG_SOI, JPEG_APP1, JPEG_SOS = b"\xff\xd8", 0xE1, 0xDA
+
+
+def without_exif_orientation(data: bytes) -> bytes:
+    """JPEG file bytes without the EXIF Orientation tag; the other EXIF tags and the pixels are kept
+    byte for byte. Other formats, and JPEGs without the tag, come back unchanged.
+
+    COCO boxes refer to the stored pixels: a viewer that honoured the tag would show the picture
+    rotated against its boxes.
+    """
+    if not data.startswith(JPEG_SOI):
+        return data
+    pos = len(JPEG_SOI)
+    while pos + 4 <= len(data) and data[pos] == 0xFF and data[pos + 1] not in (JPEG_SOS, 0xD9):
+        end = pos + 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+        payload = data[pos + 4:end]
+        if data[pos + 1] == JPEG_APP1 and payload.startswith(b"Exif\x00\x00"):
+            exif = Image.Exif()
+            exif.load(payload)
+            if EXIF_ORIENTATION not in exif:
+                return data
+            del exif[EXIF_ORIENTATION]
+            payload = exif.tobytes()
+            return data[:pos] + bytes([0xFF, JPEG_APP1]) + (len(payload) + 2).to_bytes(2, "big") + payload + data[end:]
+        pos = end
+    return data
+
+
 def image_size(path) -> tuple[int, int]:
     """Return (width, height) of an image file by reading its header only."""
     try:
@@ -65,5 +97,8 @@ def image_size(path) -> tuple[int, int]:
             return image.size
     except FileNotFoundError as exc:
         raise UserError("image file not found", path) from exc
+    except Image.DecompressionBombError as exc:
+        raise UserError(f"image too large to open ({exc}): check the file; if it is genuine, raise "
+                        "Image.MAX_IMAGE_PIXELS in cocoaug/images.py", path) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise UserError(f"cannot read image: {exc}", path) from exc

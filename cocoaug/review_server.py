@@ -47,6 +47,7 @@ log = logging.getLogger("cocoaug")
 MAX_BODY_BYTES = 10 * 1024 * 1024  # a picks file of 50,000 pictures is about 3 MB
 DISCARD_LIMIT = 4 * MAX_BODY_BYTES  # an oversized body is read (and dropped) up to this, so the client gets the 400
 SUSPICIOUS = re.compile(r"%2e|%2f|%5c|%00", re.IGNORECASE)
+LISTEN_BACKLOG = 128  # connections waiting to be accepted
 
 
 @dataclass
@@ -185,11 +186,12 @@ class ReviewHandler(BaseHTTPRequestHandler):
         a web page whose name was rebound to 127.0.0.1 (DNS rebinding) gets nothing."""
         if not self.server.local_only:
             return False
-        host = urlsplit("//" + self.headers.get("Host", "")).hostname or ""
-        if is_local(host):
+        host = url_host(self.headers.get("Host", ""))
+        if host is not None and is_local(host):
             return False
         self.close_connection = True
-        self.send(400, f"requests for the host {host!r} are refused: open the page at 127.0.0.1 or localhost\n".encode())
+        reason = "the Host header is malformed" if host is None else f"requests for the host {host!r} are refused"
+        self.send(400, f"{reason}: open the page at 127.0.0.1 or localhost\n".encode())
         return True
 
     def do_GET(self, head: bool = False):
@@ -229,6 +231,9 @@ class ReviewHandler(BaseHTTPRequestHandler):
         elif content_type != "application/json":
             reason = "the body must be JSON sent with Content-Type: application/json"
             self.discard_body(int(length))
+        elif origin is not None and url_host(origin, scheme=True) is None:
+            reason = "the Origin header is malformed"
+            self.discard_body(int(length))
         elif origin is not None and urlsplit(origin).netloc != self.headers.get("Host"):
             # Another web site's page may not change the picks (its fetch carries its own Origin).
             reason = f"requests from {origin} are refused"
@@ -254,6 +259,17 @@ class ReviewHandler(BaseHTTPRequestHandler):
             length -= len(chunk)
 
 
+def url_host(text: str, scheme: bool = False) -> str | None:
+    """The host name of a Host header (``scheme``: of an Origin header, ``http://host:port``); None when it
+    cannot be parsed (``[``, ``http://[``, a port that is not a number)."""
+    try:
+        parts = urlsplit(text if scheme else "//" + text)
+        parts.port  # raises ValueError for a port that is not a number
+        return parts.hostname or ""
+    except ValueError:
+        return None
+
+
 def is_local(host: str) -> bool:
     """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
     if host == "localhost":
@@ -264,11 +280,18 @@ def is_local(host: str) -> bool:
         return False
 
 
+class ReviewHTTPServer(ThreadingHTTPServer):
+    """The standard threading server with a listen backlog for a page that saves in bursts (the default, 5, made
+    200 parallel saves wait for retransmitted connection requests)."""
+
+    request_queue_size = LISTEN_BACKLOG
+
+
 def make_server(site: ReviewSite, host: str, port: int) -> ThreadingHTTPServer:
     """A listening server for ``site``; a port in use or an address that cannot be bound is a UserError."""
-    server_class = ThreadingHTTPServer
+    server_class = ReviewHTTPServer
     if ":" in host:
-        server_class = type("ThreadingHTTPServer6", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6})
+        server_class = type("ReviewHTTPServer6", (ReviewHTTPServer,), {"address_family": socket.AF_INET6})
     try:
         server = server_class((host, port), ReviewHandler)
     except OSError as exc:

@@ -2,6 +2,7 @@
 ``error: ...`` and exit code 2, device and dtype choice, and clear errors for model folders."""
 
 import argparse
+import errno
 import logging
 import os
 import re
@@ -12,6 +13,7 @@ from urllib.parse import urlparse
 from contextlib import contextmanager
 from pathlib import Path
 
+from cocoaug.atomic import NO_SPACE_MESSAGE
 from cocoaug.errors import UserError
 
 log = logging.getLogger("cocoaug")
@@ -20,10 +22,16 @@ HUB_TIMEOUT_S = 5.0  # to open a connection to the hub before a hub id is loaded
 
 
 def run_cli(main, parser: argparse.ArgumentParser, argv=None):
-    """Parse arguments, run ``main(args)``, and print user errors as one line with exit code 2."""
+    """Parse arguments, run ``main(args)``, and print user errors as one line with exit code 2.
+
+    Besides UserError, the failures a user fixes (a read-only or full disk, a file where a folder
+    is needed, an image too large to open, out of GPU memory: see ``user_error_line``) end so too;
+    --debug keeps their traceback.
+    """
     args = parser.parse_args(argv)
+    debug = getattr(args, "debug", False)
     logging.basicConfig(
-        level=logging.DEBUG if getattr(args, "debug", False) else logging.INFO,
+        level=logging.DEBUG if debug else logging.INFO,
         format="%(levelname)s: %(message)s",
         stream=sys.stderr,
     )
@@ -32,7 +40,7 @@ def run_cli(main, parser: argparse.ArgumentParser, argv=None):
     try:
         main(args)
     except UserError as exc:
-        if getattr(args, "debug", False):
+        if debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -40,14 +48,54 @@ def run_cli(main, parser: argparse.ArgumentParser, argv=None):
         print("interrupted: finished outputs are kept; run the same command again to resume", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:
-        # Running out of GPU memory is fixed by the user (a smaller batch), not a bug: one line.
-        torch = sys.modules.get("torch")
-        if torch is None or not isinstance(exc, torch.cuda.OutOfMemoryError) or getattr(args, "debug", False):
+        line = user_error_line(exc, args)
+        if line is None or debug:
             raise
-        culprit = f"--batch-size {args.batch_size}" if getattr(args, "batch_size", None) else "the device"
-        print(f"error: out of GPU memory; finished outputs are kept: lower --batch-size and run the same command "
-              f"again to resume ({culprit})", file=sys.stderr)
+        print(f"error: {line}", file=sys.stderr)
         sys.exit(2)
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+NO_WRITE = (errno.EROFS, errno.EACCES, errno.EPERM)
+IN_THE_WAY = (errno.ENOTDIR, errno.EEXIST, errno.EISDIR)
+
+
+def user_error_line(exc: Exception, args) -> str | None:
+    """The ``error:`` line (without the prefix) of a failure the user fixes, or None for a bug.
+
+    OSErrors name their path (``exc.filename``; cocoaug.atomic names the target, not its temp file).
+    """
+    if isinstance(exc, OSError) and exc.errno in NO_SPACE + NO_WRITE + IN_THE_WAY:
+        path = exc.filename if exc.filename is not None else "path unknown: run with --debug to see it"
+        if exc.errno in NO_SPACE:
+            return f"{NO_SPACE_MESSAGE} ({path})"
+        if exc.errno == errno.EROFS:
+            return f"read-only file system: choose an output folder on a writable disk ({path})"
+        if exc.errno in NO_WRITE:
+            return f"permission denied: give this user access to it, or choose another output folder ({path})"
+        if exc.errno == errno.EISDIR:
+            return f"a folder stands where a file is to be written: move it away or choose another output folder ({path})"
+        blocking = _file_in_the_way(path)
+        return (f"a file stands where a folder is needed: move it away or choose another output folder "
+                f"({blocking if blocking is not None else path})")
+    pil_image = sys.modules.get("PIL.Image")
+    if pil_image is not None and isinstance(exc, pil_image.DecompressionBombError):
+        return f"image too large to open: {exc}"
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError):
+        # Running out of GPU memory is fixed by the user (a smaller batch), not a bug: one line.
+        culprit = f"--batch-size {args.batch_size}" if getattr(args, "batch_size", None) else "the device"
+        return ("out of GPU memory; finished outputs are kept: lower --batch-size and run the same command "
+                f"again to resume ({culprit})")
+    return None
+
+
+def _file_in_the_way(path) -> Path | None:
+    """The first of ``path`` and its parents that exists and is not a folder."""
+    for candidate in [Path(path), *Path(path).parents]:
+        if candidate.exists() and not candidate.is_dir():
+            return candidate
+    return None
 
 
 def resolve_device(name: str):

@@ -139,6 +139,14 @@ def read_pass_rates(path) -> dict[str, float]:
     A rate outside [0, 1], a missing column or a non-numeric count is a UserError naming the row.
     """
     path = require_file(path, "pass-rates file")
+    try:
+        return _read_pass_rates(path)
+    except UnicodeDecodeError:
+        raise UserError(f"the pass-rates file is not UTF-8 text: pass score_images.py's {SUMMARY_FILE}",
+                        path) from None
+
+
+def _read_pass_rates(path) -> dict[str, float]:
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         missing = [c for c in ("category", "pictures", "passed", "pass_rate") if c not in (reader.fieldnames or [])]

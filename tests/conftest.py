@@ -31,3 +31,12 @@ def tiny_models(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny_models") / "models"
     run_script("scripts/make_tiny_models.py", folder, check=True)
     return folder
+
+
+@pytest.fixture(scope="session")
+def fid_weights(tmp_path_factory) -> Path:
+    """A state dict of pytorch-fid's FID Inception architecture with seeded random weights
+    (scripts/make_random_fid_weights.py, as the demo makes it)."""
+    path = tmp_path_factory.mktemp("fid") / "random_fid_inception.pth"
+    run_script("scripts/make_random_fid_weights.py", path, check=True)
+    return path

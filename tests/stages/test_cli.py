@@ -187,3 +187,49 @@ def test_stage4_refuses_an_output_inside_the_picked_or_image_folder(stage_output
     os.symlink(stage_outputs / "generation", out / "images" / "generated" / "generation")
     result = run_script("finalize_selected_images.py", *base, "-o", out)
     assert result.returncode == 2 and "is the generation folder" in result.stderr, result.stderr
+
+
+ALL_SCRIPTS = [*REQUIRED, "score_images.py"]
+REQUIRED["score_images.py"] = ["-g", "G", "-p", "P"]
+
+
+def float_flags(script: str) -> list[str]:
+    return [action.option_strings[0] for action in parser_of(script)._actions if action.type in (float, cli.finite_float)]
+
+
+def test_every_float_flag_is_finite_float():
+    flags = {script: float_flags(script) for script in ALL_SCRIPTS}
+    assert all(action.type is not float for script in ALL_SCRIPTS for action in parser_of(script)._actions)
+    assert sum(map(len, flags.values())) >= 8, flags  # guidance scale, grounding beta, feather, min box area, ...
+
+
+@pytest.mark.parametrize("script, flag", [(script, flag) for script in ALL_SCRIPTS for flag in float_flags(script)])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
+def test_float_flags_refuse_nan_and_infinity_at_parse_time(script, flag, value, capsys):
+    parser = parser_of(script)
+    with pytest.raises(SystemExit) as ended:
+        parser.parse_args([*REQUIRED[script], f"{flag}={value}"])  # "-inf" alone would read as an option
+    err = capsys.readouterr().err
+    assert ended.value.code == 2 and f"argument {flag}: {value!r} is not a finite number" in err, err
+    assert parser.parse_args([*REQUIRED[script], flag, "0.25"]).__dict__[parser._option_string_actions[flag].dest] == 0.25
+
+
+@pytest.mark.parametrize("flag", ["--guidance-scale", "--min-box-area", "--min-region-clip", "--feather"])
+def test_the_issues_nan_flags_are_refused(flag):
+    """Issue 18's cases, as a user types them: exit code 2 and a usage line, nothing run."""
+    script = next(script for script in ALL_SCRIPTS if flag in float_flags(script))
+    result = run_script(script, *REQUIRED[script], flag, "nan")
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].endswith(f"argument {flag}: 'nan' is not a finite number")
+
+
+@pytest.mark.parametrize("port, accepted", [("70000", False), ("65536", False), ("-1", False), ("http", False),
+                                            ("65535", True), ("1", True), ("0", True)])
+def test_port_is_0_to_65535(port, accepted, capsys):
+    parser = parser_of("draw_bboxes.py")
+    if accepted:
+        assert parser.parse_args([*REQUIRED["draw_bboxes.py"], "--port", port]).port == int(port)
+        return
+    with pytest.raises(SystemExit) as ended:
+        parser.parse_args([*REQUIRED["draw_bboxes.py"], "--port", port])
+    err = capsys.readouterr().err
+    assert ended.value.code == 2 and "argument --port:" in err and ("not a port" in err), err

@@ -235,3 +235,20 @@ def test_help_and_docs_name_every_flag():
     docs = (ROOT / "docs" / "steps.md").read_text()
     for flag in ["--generated", "--prompts", "--output", "--images", "--overview", "--no-overview", "--overwrite", "--debug"]:
         assert flag in help_text and flag in docs, flag
+
+
+def test_a_killed_runs_temp_files_are_removed_by_the_rerun(stage_outputs, tmp_path):
+    """A kill leaves hidden temp files beside the copies being written; the rerun removes them in every folder it writes."""
+    boxes = tmp_path / "boxes"
+    args = ["-g", stage_outputs, "-p", stage_outputs / "blip2_post.json", "-o", boxes, "--no-overview"]
+    assert run_script(SCRIPT, *args).returncode == 0
+    dead_pid = 4194305  # above any pid Linux gives
+    copy = next((boxes / "generation").glob("*.png"))
+    copy.unlink()
+    stale = [copy.with_name(f".{copy.name}.abcd1234.{dead_pid}.tmp"), boxes / ".review.html.k3j2h1g9.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a file")
+    result = run_script(SCRIPT, *args)
+    assert result.returncode == 0, result.stderr
+    assert copy.is_file() and not any(path.exists() for path in stale)
+    assert [p for p in boxes.rglob("*") if p.name.endswith(".tmp")] == []

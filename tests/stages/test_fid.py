@@ -20,15 +20,6 @@ SCRIPT = "evaluate_fid.py"
 N_IMAGES = 70  # more than --dims 64, so that both covariances have full rank
 
 
-@pytest.fixture(scope="session")
-def fid_weights(tmp_path_factory) -> Path:
-    """A state dict of pytorch-fid's FID Inception architecture with seeded random weights
-    (scripts/make_random_fid_weights.py, as the demo makes it)."""
-    path = tmp_path_factory.mktemp("fid") / "random_fid_inception.pth"
-    run_script("scripts/make_random_fid_weights.py", path, check=True)
-    return path
-
-
 def write_images(folder: Path, count: int, seed: int, brightness: int) -> Path:
     """Images of several sizes and modes, some in a subfolder."""
     rng = np.random.default_rng(seed)

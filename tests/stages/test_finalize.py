@@ -264,3 +264,24 @@ def test_generated_ids_follow_the_largest_original_ids(tmp_path, stage_outputs, 
     new_ann = np.array([a["id"] for a in data["annotations"] if a["image_id"] in set(new_ids)])
     first_ann = max(a["id"] for a in original["annotations"]) + 1
     assert (new_ann == np.arange(first_ann, first_ann + len(new_ann))).all()
+
+
+def test_a_killed_runs_temp_files_are_removed_by_the_rerun_images_original_included(tmp_path, stage_outputs, sample_dataset, picked):
+    """A kill leaves hidden temp files beside the copies (annotations.json, written last, is absent): the rerun,
+    without --overwrite, finishes and leaves none, in images/original/ (and its subfolders) as elsewhere."""
+    selected, _ = picked
+    final = tmp_path / "final"
+    assert run_finalize(sample_dataset, stage_outputs, selected, final, "--merge").returncode == 0
+    (final / "annotations.json").unlink()
+    dead_pid = 4194305  # above any pid Linux gives
+    originals = sorted(p for p in (final / "images" / "original").rglob("*") if p.is_file())
+    stale = [path.with_name(f".{path.name}.abcd1234.{dead_pid}.tmp") for path in originals[:2]]
+    stale += [final / "images" / "original" / ".gone.jpg.k3j2h1g9.tmp", final / f".annotations.json.zz_9y8x7.{dead_pid}.tmp"]
+    stale.append(next((final / "images" / "generated").rglob("*.png")).with_name(f".x.png.abcd1234.{dead_pid}.tmp"))
+    for path in stale:
+        path.write_bytes(b"half a file")
+    result = run_finalize(sample_dataset, stage_outputs, selected, final, "--merge")
+    assert result.returncode == 0, result.stderr
+    assert (final / "annotations.json").is_file()
+    assert [p for p in final.rglob("*") if p.name.endswith(".tmp")] == []
+    assert sorted(p for p in (final / "images" / "original").rglob("*") if p.is_file()) == originals

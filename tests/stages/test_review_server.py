@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from cocoaug.picks import REVIEW_PICKS_FILE, read_picks
-from cocoaug.review_server import MAX_BODY_BYTES, is_local, start_lines
+from cocoaug.review_server import LISTEN_BACKLOG, MAX_BODY_BYTES, is_local, make_server, start_lines
 from tests.helpers.review_run import start_server, stop_server
 from tests.helpers.scripts import run_script, tree_hashes
 from tests.helpers.stage_outputs import make_scores
@@ -289,3 +289,47 @@ def test_anything_but_localhost_is_announced():
     assert everyone[0].startswith("warning: listening on 0.0.0.0, not localhost: anyone who can reach this machine on port 8765")
     assert "http://127.0.0.1:8765/" in everyone[1]
     assert "http://[::1]:9000/" in start_lines("::1", 9000, "p")[0]
+
+
+def raw_exchange(served, request_bytes: bytes) -> bytes:
+    """Send REQUEST_BYTES as they are on a fresh connection to the server; return the whole answer."""
+    with socket.create_connection((served[0], served[1]), timeout=30) as connection:
+        connection.sendall(request_bytes)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize("method, headers, reason", [
+    ("GET", ["Host: ["], b"the Host header is malformed"),
+    ("GET", ["Host: 127.0.0.1:notaport"], b"the Host header is malformed"),
+    ("POST", ["Host: [", "Origin: http://[", "Content-Type: application/json"], b"the Host header is malformed"),
+    ("POST", ["Host: {host}:{port}", "Origin: http://[", "Content-Type: application/json"], b"the Origin header is malformed"),
+    ("POST", ["Host: {host}:{port}", "Origin: http://127.0.0.1:port", "Content-Type: application/json"], b"the Origin header is malformed"),
+])
+def test_a_malformed_host_or_origin_is_400_without_a_traceback(served, method, headers, reason):
+    host, port, boxes = served[0], served[1], served[3]
+    body = b'{"picks": []}' if method == "POST" else b""
+    lines = [f"{method} {'/picks' if method == 'POST' else '/'} HTTP/1.1", *(h.format(host=host, port=port) for h in headers),
+             f"Content-Length: {len(body)}", "Connection: close"]
+    before = tree_hashes(boxes)
+    answer = raw_exchange(served, ("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert reason in answer
+    assert tree_hashes(boxes) == before
+    assert "Traceback" not in (boxes.parent / "server.log").read_text()
+    assert request(served, "GET", "/")[0] == 200  # still serving
+
+
+def test_the_listen_backlog_holds_a_burst_of_connections():
+    """Nothing accepts here: every connection request waits in the listen queue; with the standard
+    library's backlog of 5, the 7th would get no answer to its SYN and time out."""
+    server = make_server(None, "127.0.0.1", 0)
+    try:
+        connections = [socket.create_connection(server.server_address, timeout=2) for _ in range(LISTEN_BACKLOG // 2)]
+        for connection in connections:
+            connection.close()
+    finally:
+        server.server_close()
+    assert LISTEN_BACKLOG >= 64 and server.request_queue_size == LISTEN_BACKLOG

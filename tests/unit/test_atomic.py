@@ -11,7 +11,8 @@ import textwrap
 import pytest
 from PIL import Image
 
-from cocoaug.atomic import atomic_path, remove_temp_files, save_image_atomic, write_csv_atomic, write_json_atomic
+from cocoaug.atomic import (atomic_path, naming_os_errors, remove_stale_temp_files, remove_temp_files, save_image_atomic,
+                            write_csv_atomic, write_json_atomic)
 from cocoaug.errors import UserError
 
 
@@ -83,3 +84,55 @@ def test_written_files_get_the_permissions_of_a_plain_open(tmp_path):
     save_image_atomic(tmp_path / "a.png", Image.new("RGB", (4, 4)))
     for written in ("a.json", "a.png"):
         assert (tmp_path / written).stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+
+
+DEAD_PID = 4194305  # above the largest pid Linux gives (pid_max is at most 2**22)
+
+
+def test_stale_temp_files_of_dead_writers_are_removed_once_per_folder(tmp_path):
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    stale = [".blip2.csv.abcd1234.tmp",  # an older version's name: no pid
+             f".blip2_post.json.k3j2h1g9.{DEAD_PID}.tmp", f"sub/deeper/.a.jpg.zz_99xy0.{DEAD_PID}.tmp"]
+    kept = [f".picks.json.abcd1234.{os.getpid()}.tmp",  # its writer (this process) is still running
+            ".notes.tmp", "blip2.csv", ".hidden.x.tmp.png", "sub/a.jpg"]
+    for name in stale + kept:
+        (tmp_path / name).write_bytes(b"x")
+    assert remove_stale_temp_files(tmp_path) == 2
+    assert (tmp_path / stale[2]).exists()
+    assert remove_stale_temp_files(tmp_path, recursive=True) == 1
+    remaining = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert remaining == sorted(kept)
+
+
+def test_only_the_named_targets_temp_files_are_removed(tmp_path):
+    names = [f".1_0001.png.abcd1234.{DEAD_PID}.tmp", f".2_0002.png.abcd1234.{DEAD_PID}.tmp"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    assert remove_stale_temp_files(tmp_path, {"1_0001.png", "9_0009.png"}) == 1
+    assert os.listdir(tmp_path) == [names[1]]
+    assert remove_temp_files(tmp_path / "2_0002.png") == 1 and os.listdir(tmp_path) == []
+    assert remove_stale_temp_files(tmp_path / "absent") == 0
+
+
+def test_a_linked_folder_is_not_entered(tmp_path):
+    """Stage 4's images/original/ may be a symbolic link to the user's image folder: nothing there is touched."""
+    users = tmp_path / "users"
+    users.mkdir()
+    (users / f".a.jpg.abcd1234.{DEAD_PID}.tmp").write_bytes(b"x")
+    (tmp_path / "final").mkdir()
+    (tmp_path / "final" / "original").symlink_to(users, target_is_directory=True)
+    assert remove_stale_temp_files(tmp_path / "final", recursive=True) == 0
+    assert len(os.listdir(users)) == 1
+
+
+def test_an_os_error_of_a_write_names_the_target_not_the_temp_file(tmp_path):
+    target = tmp_path / "x.json"
+    with pytest.raises(OSError) as info:
+        with atomic_path(target) as tmp:
+            raise OSError(errno.EROFS, "Read-only file system", str(tmp))
+    assert info.value.filename == str(target)
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(OSError) as info:
+        with naming_os_errors(target):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert info.value.filename == str(target)

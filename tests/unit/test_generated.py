@@ -104,3 +104,12 @@ def test_a_key_an_older_entry_lacks_is_unknown_not_a_difference():
     old = {key: value for key, value in SETTINGS.items() if key not in ("resolution", "keep_background")}
     assert settings_differences([old], {**SETTINGS, "resolution": 64, "keep_background": False}) == []
     assert settings_differences([old], {**SETTINGS, "steps": 2}) == ["steps: 50 in existing pictures, 2 now"]
+
+
+def test_settings_differences_compare_nan_safely():
+    """NaN != NaN, and a NaN setting was stored as null: an identical rerun must not count as other settings."""
+    nan = float("nan")
+    assert settings_differences([{**SETTINGS, "guidance_scale": nan}], {**SETTINGS, "guidance_scale": nan}) == []
+    assert settings_differences([{**SETTINGS, "guidance_scale": None}], {**SETTINGS, "guidance_scale": nan}) == []
+    assert settings_differences([{**SETTINGS, "guidance_scale": 7.5}], {**SETTINGS, "guidance_scale": nan}) == [
+        "guidance_scale: 7.5 in existing pictures, null now"]

@@ -1,6 +1,7 @@
 """cocoaug.runtime.run_cli: how a stage run ends for the user."""
 
 import argparse
+import errno
 import os
 import shutil
 
@@ -89,3 +90,53 @@ def test_a_hub_model_in_the_local_cache_is_used_when_the_hub_is_unreachable(samp
     assert result.returncode == 0, result.stderr
     assert "cannot be reached" in result.stderr and "using someone/tiny-blip2 from the local cache" in result.stderr
     assert (tmp_path / "out" / "blip2.json").is_file()
+
+
+@pytest.mark.parametrize("exc, message", [
+    (PermissionError(errno.EACCES, "Permission denied", "/data/out/blip2.json"),
+     "error: permission denied: give this user access to it, or choose another output folder (/data/out/blip2.json)"),
+    (OSError(errno.EROFS, "Read-only file system", "/mnt/ro/out"),
+     "error: read-only file system: choose an output folder on a writable disk (/mnt/ro/out)"),
+    (OSError(errno.ENOSPC, "No space left on device", "/data/out/scores.partial.0.jsonl"),
+     "error: no space left on device while writing: free some space, or choose an output folder on another disk, and run "
+     "the same command again to resume; finished outputs are kept (/data/out/scores.partial.0.jsonl)"),
+    (OSError(errno.EDQUOT, "Disk quota exceeded", "/data/out/x.png"), "error: no space left on device while writing: "),
+    (IsADirectoryError(errno.EISDIR, "Is a directory", "/data/out/blip2.json"),
+     "error: a folder stands where a file is to be written: move it away or choose another output folder (/data/out/blip2.json)"),
+])
+def test_os_failures_a_user_fixes_are_one_error_line_naming_the_path(exc, message, capsys):
+    with pytest.raises(SystemExit) as ended:
+        run_cli(raising(exc), parser_with_batch_size(), [])
+    assert ended.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("exc_type, code", [(FileExistsError, errno.EEXIST), (NotADirectoryError, errno.ENOTDIR)])
+def test_a_file_where_an_output_folder_is_needed_is_named(exc_type, code, tmp_path, capsys):
+    """mkdir reports the folder it wanted; the line names the file standing in the way."""
+    (tmp_path / "out").write_text("a file")
+    with pytest.raises(SystemExit) as ended:
+        run_cli(raising(exc_type(code, os.strerror(code), str(tmp_path / "out" / "generation" / "x.png"))), parser_with_batch_size(), [])
+    assert ended.value.code == 2
+    assert capsys.readouterr().err == (f"error: a file stands where a folder is needed: move it away or choose another output "
+                                       f"folder ({tmp_path / 'out'})\n")
+
+
+def test_a_decompression_bomb_is_one_error_line_and_debug_keeps_the_traceback(capsys):
+    from PIL import Image
+
+    bomb = Image.DecompressionBombError("Image size (900000000 pixels) exceeds limit of 800000000 pixels")
+    with pytest.raises(SystemExit) as ended:
+        run_cli(raising(bomb), parser_with_batch_size(), [])
+    assert ended.value.code == 2
+    assert capsys.readouterr().err == "error: image too large to open: Image size (900000000 pixels) exceeds limit of 800000000 pixels\n"
+    with pytest.raises(Image.DecompressionBombError):
+        run_cli(raising(bomb), parser_with_batch_size(), ["--debug"])
+    with pytest.raises(PermissionError):
+        run_cli(raising(PermissionError(errno.EACCES, "Permission denied", "/x")), parser_with_batch_size(), ["--debug"])
+
+
+def test_other_os_errors_stay_bugs():
+    with pytest.raises(ConnectionResetError):
+        run_cli(raising(ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")), parser_with_batch_size(), [])
