@@ -18,6 +18,7 @@ from cocoaug.errors import UserError
 
 log = logging.getLogger("cocoaug")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+PROJECT_LOGGERS = ("cocoaug", "__main__")  # and the running script's own logger (its file name)
 HUB_TIMEOUT_S = 5.0  # to open a connection to the hub before a hub id is loaded
 
 
@@ -30,11 +31,10 @@ def run_cli(main, parser: argparse.ArgumentParser, argv=None):
     """
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False)
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
-        format="%(levelname)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    if debug:  # this project's debug lines, not those of PIL (its PNG chunks) or the other libraries
+        for name in PROJECT_LOGGERS + (Path(sys.argv[0]).stem,):
+            logging.getLogger(name).setLevel(logging.DEBUG)
     # huggingface_hub prints its warnings with its own handler; passing them to ours too printed each twice.
     logging.getLogger("huggingface_hub").propagate = False
     try:

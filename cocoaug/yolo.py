@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 
 from cocoaug.atomic import atomic_path, write_bytes_atomic
 from cocoaug.errors import UserError
+from cocoaug.progress import progress
 
 DATA_YAML = "data.yaml"
 
@@ -91,11 +92,9 @@ def write_yolo_dataset(dataset_root: Path, outputs: dict[str, dict], labels: dic
 
     Returns how many label files were written (those already right are kept).
     """
-    from tqdm import tqdm
-
     dataset_root = Path(dataset_root)
     written = 0
-    for label, content in tqdm(sorted(labels.items()), desc="YOLO labels", unit="file"):
+    for label, content in progress(sorted(labels.items()), desc="YOLO labels", unit="file"):
         path = dataset_root / "labels" / label
         if not (path.is_file() and path.read_bytes() == content):
             # Renamed into place but not fsynced one by one: COCO has 118k images, and a rerun

@@ -13,7 +13,8 @@ from PIL import Image
 
 import draw_bboxes as stage
 from cocoaug.picks import PASSED_PICKS_FILE, read_picks, write_picks
-from cocoaug.review import CARDS_PER_PAGE, ReviewPicture, page_data, read_page_data, render_page
+from cocoaug.review import (CARDS_PER_PAGE, ReviewPicture, page_data, read_page_data, render_page, sidecar_name, split_page_data,
+                            write_review_page)
 from cocoaug.scores import read_scores, write_scores
 from tests.helpers.scripts import run_script
 from tests.helpers.stage_outputs import make_scores
@@ -116,9 +117,11 @@ def test_a_copy_is_redrawn_when_its_scores_change_and_kept_otherwise(tmp_path, s
     args = ["-g", out, "-p", out / "blip2_post.json", "-i", sample_dataset / "images", "-o", boxes]
     result = run_script(SCRIPT, *args)
     assert result.returncode == 0 and "drawn 0, skipped as existing 16" in result.stdout and "overviews written 0" in result.stdout
-    page_written = (boxes / "review.html").stat().st_mtime_ns  # rewritten once: this OUT_DIR is elsewhere
+    sidecar = boxes / "review_data" / "cards-0000.js"
+    page_written, sidecar_written = (boxes / "review.html").stat().st_mtime_ns, sidecar.stat().st_mtime_ns  # rewritten once: this OUT_DIR is elsewhere
     assert run_script(SCRIPT, *args).returncode == 0
     assert (boxes / "review.html").stat().st_mtime_ns == page_written  # the same page is not rewritten
+    assert sidecar.stat().st_mtime_ns == sidecar_written
     scores = read_scores(out / "inpainting")
     name = sorted(scores)[0]
     scores[name]["boxes"][0]["region_clip"] = 0.99
@@ -127,7 +130,7 @@ def test_a_copy_is_redrawn_when_its_scores_change_and_kept_otherwise(tmp_path, s
     result = run_script(SCRIPT, *args)
     assert result.returncode == 0 and "drawn 1, skipped as existing 15" in result.stdout and "overviews written 1" in result.stdout
     assert (boxes / "inpainting" / name).read_bytes() != before
-    assert (boxes / "review.html").stat().st_mtime_ns != page_written and "0.99" in (boxes / "review.html").read_text()
+    assert sidecar.stat().st_mtime_ns != sidecar_written and "0.99" in sidecar.read_text()  # the box scores live in the sidecar
 
 
 def test_the_page_embeds_every_picture_its_scores_and_the_passed_picks(scored_run):
@@ -158,10 +161,11 @@ def test_page_data_escapes_what_would_end_the_script(tmp_path):
                    "bbox": [[0, 0, 1, 1]], "generated_text": "a </script><script>alert(1)</script> <!-- cat"}}
     data = page_data([ReviewPicture("generation", "1_0007.png", 7, 0, None)], records, generated_dir=tmp_path,
                      boxes_dir=tmp_path / "boxes", clean_dirs={"generation": tmp_path / "generation"})
-    html = render_page(data)
+    html = render_page(split_page_data(data)[0])
     assert b"</script><script>alert" not in html and b"<!-- cat" not in html
-    (tmp_path / "review.html").write_bytes(html)
-    assert read_page_data(tmp_path / "review.html") == json.loads(json.dumps(data))
+    page = write_review_page(tmp_path / "boxes", data)
+    assert b"</script><script>alert" not in page.read_bytes() and "alert(1)" in (tmp_path / "boxes" / sidecar_name(0)).read_text()
+    assert read_page_data(page) == json.loads(json.dumps(data))
     assert data["clean_dirs"] == {"generation": "../generation"} and not data["has_scores"]
 
 
@@ -190,7 +194,7 @@ def test_records_with_variants_give_the_plan_per_category(tmp_path, stage_output
     assert data["has_plan"] and [card["variants"] for card in data["cards"]] == [k + 1 for k in range(len(records))]
 
 
-def test_a_page_of_50000_pictures_stays_a_few_megabytes(tmp_path):
+def test_a_page_of_50000_pictures_stays_a_few_megabytes_and_its_details_go_to_sidecars(tmp_path):
     """12,500 source images x 2 modes x 2 variants, every picture scored with 3 boxes."""
     records, pictures = {}, []
     for image_id in range(1, 12_501):
@@ -209,8 +213,10 @@ def test_a_page_of_50000_pictures_stays_a_few_megabytes(tmp_path):
     data = page_data(pictures, records, generated_dir=tmp_path, boxes_dir=tmp_path / "boxes",
                      clean_dirs={"generation": tmp_path / "generation", "inpainting": tmp_path / "inpainting"},
                      images_dir=tmp_path / "images", originals=set(records))
-    html = render_page(data)
+    index, chunks = split_page_data(data)
+    html = render_page(index)
     seconds = time.perf_counter() - started
-    print(f"50,000 pictures: {len(html) / 1e6:.1f} MB in {seconds:.1f} s")
+    print(f"50,000 pictures: page {len(html) / 1e6:.1f} MB + {len(chunks)} sidecars in {seconds:.1f} s")
     assert sum(len(card["pictures"]) for card in data["cards"]) == 50_000
-    assert len(html) < 12_000_000
+    assert len(chunks) == 125 and all(len(chunk) == CARDS_PER_PAGE for chunk in chunks)
+    assert len(html) < 5_000_000  # the page holds the index; prompts, labels, reasons and box scores are in the sidecars
