@@ -141,7 +141,7 @@ def label_spots(boxes_xyxy_pixels, texts: list[list[str]], measure, size, line: 
     """Where each box's band goes: ``((x0, y0, x1, y1), text)`` or None, no two bands overlapping.
 
     A band goes above its box; where there is no room (the image's edge, another band), inside the box
-    at its top, then at its bottom, then below it, each time with the longest text that fits (inside
+    at its top, then at its bottom, then below it; in each place with the longest text that fits (inside
     the box: within its width). ``measure(text)`` is the text's bounding box.
     """
     width, height = size
@@ -149,16 +149,14 @@ def label_spots(boxes_xyxy_pixels, texts: list[list[str]], measure, size, line: 
     placed, spots = [], []
     for (x0, y0, x1, y1), candidates in zip(boxes_xyxy_pixels, texts):
         spot = None
-        for text in candidates:
-            left, top, right, bottom = measure(text)
-            band_w, band_h = right - left + 2 * pad, bottom - top + 2 * pad
-            inner_w = x1 - x0 - 2 * line
-            options = [(min(max(0.0, x0), max(0.0, width - band_w)), y0 - band_h, False),
-                       (x0 + line, y0 + line, True), (x0 + line, y1 - line - band_h, True),
-                       (min(max(0.0, x0), max(0.0, width - band_w)), y1 + 1, False)]
-            for bx, by, inside in options:
+        for where in ("above", "inside top", "inside bottom", "below"):
+            for text in candidates:
+                left, top, right, bottom = measure(text)
+                band_w, band_h = right - left + 2 * pad, bottom - top + 2 * pad
+                bx = x0 + line if where.startswith("inside") else min(max(0.0, x0), max(0.0, width - band_w))
+                by = {"above": y0 - band_h, "inside top": y0 + line, "inside bottom": y1 - line - band_h, "below": y1 + 1}[where]
                 rect = (bx, by, bx + band_w, by + band_h)
-                if inside and band_w > inner_w:
+                if where.startswith("inside") and band_w > x1 - x0 - 2 * line:
                     continue
                 if rect[0] < 0 or rect[1] < 0 or rect[2] > width or rect[3] > height:
                     continue

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 import draw_bboxes as stage
 from cocoaug.picks import PASSED_PICKS_FILE, read_picks, write_picks
@@ -55,6 +55,33 @@ def test_the_band_carries_the_region_score_and_says_not_found():
     band_row = 150 - 5  # inside the label band above the box (y0 = 150)
     width = lambda image: int((np.asarray(image)[band_row] == np.array(colour, dtype=np.uint8)).all(axis=1).sum())
     assert width(scored) > 3 * width(plain)  # "ball 0.12 not found" is a longer band than "ball"
+
+
+def test_box_labels_never_overlap_go_inside_when_there_is_no_room_above_and_are_shortened():
+    """Four overlapping boxes at the top edge of a small picture, long labels and scores: the bands the issue showed
+    overlapping ("box -0.16 notbox -0.18 not...")."""
+    size, line = (200, 150), stage.line_width_for(200, 150)
+    font = ImageFont.load_default(size=stage.font_size_for(*size))
+    measure = lambda text: ImageDraw.Draw(Image.new("RGB", size)).textbbox((0, 0), text, font=font)
+    boxes = np.array([[0, 0, 120, 90], [10, 5, 130, 100], [20, 10, 140, 110], [30, 40, 190, 148]], dtype=float)
+    scores = [{"found": False, "region_clip": -0.16 - 0.01 * k} for k in range(4)]
+    texts = [stage.label_texts("potted plant", score) for score in scores]
+    assert texts[0] == ["potted plant -0.16 not found", "potted pl. -0.16", "potted pl.", "p"]
+    spots = stage.label_spots(boxes, texts, measure, size, line)
+    rects = [spot[0] for spot in spots if spot is not None]
+    assert len(rects) >= 3
+    for k, a in enumerate(rects):
+        assert 0 <= a[0] and 0 <= a[1] and a[2] <= size[0] and a[3] <= size[1]
+        for b in rects[k + 1:]:
+            assert a[2] < b[0] or b[2] < a[0] or a[3] < b[1] or b[3] < a[1], (a, b)  # no two bands touch
+    (first, text), box = spots[0], boxes[0]
+    assert first[1] >= box[1] and first[3] <= box[3] and first[2] <= box[2]  # no room above the first box: inside it
+    assert text != texts[0][0]  # and shortened to fit its width
+    # With room above, the band goes there with the full text.
+    (rect, text), = stage.label_spots(np.array([[20, 80, 190, 140]], dtype=float), [texts[0]], measure, size, line)
+    assert rect[3] <= 80 and text == texts[0][0]
+    drawn = stage.draw_boxes(Image.new("RGB", size, GREY), boxes / [200, 150, 200, 150], [1, 2, 3, 4], ["potted plant"] * 4, scores)
+    assert drawn.size == size
 
 
 def test_overview_panels_say_passed_in_green_and_failed_in_red():
