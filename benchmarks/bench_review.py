@@ -14,6 +14,7 @@ time to its first card at 20,000 and 100,000 synthetic pictures.
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -70,14 +71,17 @@ def make_stage2_folder(out: Path, pictures: int) -> Path:
     return out
 
 
-def time_drawing(out: Path, workers: int, boxes: Path) -> float:
+def time_drawing(out: Path, workers: int, boxes: Path) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (the process and its workers) of one draw_bboxes.py run."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     result = subprocess.run([sys.executable, str(ROOT / "draw_bboxes.py"), "-g", str(out), "-p", str(out / "blip2_post.json"),
                              "-o", str(boxes), "--num-workers", str(workers)], capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     if result.returncode != 0:
         raise SystemExit(f"error: draw_bboxes.py failed:\n{result.stderr}")
-    return elapsed
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return elapsed, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def synthetic_page(boxes: Path, pictures: int) -> tuple[float, int, int]:
@@ -131,13 +135,14 @@ def main():
     if not (out / "generation" / "manifest.jsonl").is_file():
         make_stage2_folder(out, args.pictures)
     print(f"\n1. draw_bboxes.py on {args.pictures} pictures of 640x480 (boxed copies + overviews)")
-    print(f"{'workers':>8}  {'seconds':>8}  {'pictures/s':>10}")
+    print(f"(load average before: {os.getloadavg()[0]:.1f}; CPU s = the run's and its workers' user + system time)")
+    print(f"{'workers':>8}  {'seconds':>8}  {'pictures/s':>10}  {'CPU s':>7}")
     for workers in (int(w) for w in args.workers.split(",")):
         boxes = workdir / f"boxes_{args.pictures}_{workers}"
         if boxes.exists():
             subprocess.run(["rm", "-rf", str(boxes)], check=True)
-        seconds = time_drawing(out, workers, boxes)
-        print(f"{workers:>8}  {seconds:>8.1f}  {args.pictures / seconds:>10.1f}")
+        seconds, cpu = time_drawing(out, workers, boxes)
+        print(f"{workers:>8}  {seconds:>8.1f}  {args.pictures / seconds:>10.1f}  {cpu:>7.1f}")
 
     print("\n2. the review page (file://, headless Chromium, 1400x900)")
     print(f"{'pictures':>9}  {'build s':>7}  {'review.html MB':>14}  {'sidecars MB':>11}  {'first card s (median)':>21}  runs")

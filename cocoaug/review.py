@@ -36,6 +36,7 @@ from pathlib import Path
 import orjson
 
 from cocoaug.atomic import write_bytes_atomic
+from cocoaug.errors import UserError
 
 REVIEW_PAGE = "review.html"
 DATA_SUBDIR = "review_data"  # BOXES_DIR/review_data/cards-NNNN.js: one page of cards each
@@ -237,8 +238,10 @@ def read_page_data(page_path) -> dict:
     index = read_page_index(page_path)
     details = []
     for chunk in range(index.pop("chunks")):
-        match = SIDECAR_CALL.match((Path(page_path).parent / sidecar_name(chunk)).read_bytes())
-        assert match and int(match.group(1)) == chunk, f"sidecar {chunk} is not a cocoaugCards call"
+        path = Path(page_path).parent / sidecar_name(chunk)
+        match = SIDECAR_CALL.match(path.read_bytes())
+        if not match or int(match.group(1)) != chunk:
+            raise UserError(f"not the page's sidecar number {chunk}: run draw_bboxes.py again", path)
         details += orjson.loads(match.group(2))
     cards = []
     for (card_id, category_id, variants, file_name, pictures), detail in zip(index["cards"], details):

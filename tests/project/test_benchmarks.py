@@ -128,8 +128,8 @@ def test_bench_review_smoke(tmp_path):
                         "--workdir", tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    drawn = [line.split() for line in lines if line.strip().startswith(("1 ", "2 ")) and len(line.split()) == 3]
-    assert [row[0] for row in drawn] == ["1", "2"] and all(float(row[2]) > 0 for row in drawn)
+    drawn = [line.split() for line in lines if line.strip().startswith(("1 ", "2 ")) and len(line.split()) == 4]
+    assert [row[0] for row in drawn] == ["1", "2"] and all(float(row[2]) > 0 and float(row[3]) > 0 for row in drawn)
     assert len(list((tmp_path / "boxes_8_2" / "generation").glob("*.png"))) == 8
     page = next(line.split() for line in lines if line.strip().startswith("300 "))
     assert float(page[2]) > 0 and float(page[3]) > 0 and 0 < float(page[4]) < 60
