@@ -34,17 +34,17 @@ class LineProgress:
         self.n, self.postfix, self.started, self.closed = 0, "", time.perf_counter(), False
 
     def __iter__(self):
-        try:
-            for item in self.iterable:
-                yield item
-                self.n += 1
-        finally:
-            self.close()
+        for item in self.iterable:
+            yield item
+            self.n += 1
+        self.close()  # not after an error or a break: the error line is then the last one
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, traceback):
+        if exc_type is not None:
+            self.closed = True  # the error line is the last one
         self.close()
 
     def update(self, n: int = 1):
