@@ -15,6 +15,7 @@ from pathlib import Path
 
 from cocoaug.atomic import NO_SPACE_MESSAGE
 from cocoaug.errors import UserError
+from cocoaug.progress import on_terminal
 
 log = logging.getLogger("cocoaug")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -32,6 +33,8 @@ def run_cli(main, parser: argparse.ArgumentParser, argv=None):
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    if not on_terminal():  # in a log, no library's bar either (transformers' "Loading weights" reads this at import)
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     if debug:  # this project's debug lines, not those of PIL (its PNG chunks) or the other libraries
         for name in PROJECT_LOGGERS + (Path(sys.argv[0]).stem,):
             logging.getLogger(name).setLevel(logging.DEBUG)

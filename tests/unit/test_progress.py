@@ -2,6 +2,7 @@
 lines, not those of PIL."""
 
 import io
+import os
 import logging
 
 import pytest
@@ -68,3 +69,14 @@ def test_debug_shows_the_project_lines_not_pils(tmp_path, capfd):
         logging.getLogger("cocoaug").setLevel(logging.NOTSET)
     err = capfd.readouterr().err
     assert "DEBUG: our debug line" in err and "STREAM" not in err and "IHDR" not in err
+
+
+def test_in_a_log_the_libraries_bars_are_off_too(monkeypatch):
+    import argparse
+
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "")  # so that the test's end restores the variable as it was
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS")
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    seen = []
+    run_cli(lambda args: seen.append(os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS")), argparse.ArgumentParser(), [])
+    assert seen == ["1"]  # transformers' "Loading weights" bar reads it when it is imported
