@@ -229,6 +229,11 @@ def side_by_side(panels: list[Image.Image], gap: int = 8) -> Image.Image:
 # ---------------------------------------------------------------- arguments
 
 
+def cpu_count() -> int:
+    """The CPUs this process may run on (a container's or taskset's limit, not the host's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.new_parser(__doc__)
     cli.add_generated(parser)
@@ -240,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--serve", action="store_true", help="after drawing, serve BOXES_DIR/review.html and save every decision to BOXES_DIR/picks.json")
     parser.add_argument("--host", default="127.0.0.1", help="with --serve: the address to listen on (default 127.0.0.1; anything but localhost lets others reach the page)")
     parser.add_argument("--port", type=cli.port_number, default=8765, help="with --serve: the port (default 8765; 0: any free port)")
-    cli.add_num_workers(parser, default=os.cpu_count() or 1, default_text="the CPU count")
+    cli.add_num_workers(parser, default=cpu_count(), default_text="the CPU count")
     cli.add_debug(parser)
     return parser
 

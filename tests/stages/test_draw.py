@@ -254,3 +254,19 @@ def test_a_killed_runs_temp_files_are_removed_by_the_rerun(stage_outputs, tmp_pa
     assert result.returncode == 0, result.stderr
     assert copy.is_file() and not any(path.exists() for path in stale)
     assert [p for p in boxes.rglob("*") if p.name.endswith(".tmp")] == []
+
+
+def test_workers_draw_the_same_files_and_default_to_every_cpu(tmp_path, stage_outputs, sample_dataset):
+    import os
+
+    assert stage.build_parser().parse_args(["-g", "x", "-p", "y", "-o", "z"]).num_workers == len(os.sched_getaffinity(0))
+    drawn = {}
+    for workers in (1, 3):
+        boxes = tmp_path / f"boxes_{workers}"
+        result = run_script(SCRIPT, "-g", stage_outputs, "-p", stage_outputs / "blip2_post.json", "-i", sample_dataset / "images",
+                            "-o", boxes, "--num-workers", workers)
+        assert result.returncode == 0 and "drawn 16" in result.stdout and "originals drawn 4" in result.stdout, result.stderr
+        drawn[workers] = {p.relative_to(boxes): p.read_bytes() for p in boxes.rglob("*") if p.is_file()}
+    assert drawn[1] == drawn[3] and len(drawn[1]) == 16 + 4 + 4 + 2  # copies, overviews, originals, page + its sidecar
+    result = run_script(SCRIPT, "-g", stage_outputs, "-p", stage_outputs / "blip2_post.json", "-o", tmp_path / "b", "--num-workers", -1)
+    assert result.returncode == 2 and result.stderr == "error: must not be negative (--num-workers -1)\n"
