@@ -277,7 +277,7 @@ def place_originals(pairs, images_dir: Path, final_images: Path, how: str) -> in
     return copy_images(pairs, overwrite=False, hardlink=how == "hardlink", desc=f"{how} originals")
 
 
-def copy_images(copies, overwrite: bool, hardlink: bool = False, desc: str = "copy") -> int:
+def copy_images(copies, overwrite: bool, hardlink: bool = False, desc: str = "copy pictures") -> int:
     """Copy (or hard-link) each file atomically; a target already in place is kept (resume). Returns how many were written."""
     written = 0
     for source, target in progress(copies, desc=desc, unit="image"):
