@@ -221,6 +221,23 @@ def test_records_with_variants_give_the_plan_per_category(tmp_path, stage_output
     assert data["has_plan"] and [card["variants"] for card in data["cards"]] == [k + 1 for k in range(len(records))]
 
 
+def test_a_plan_csv_beside_the_records_gives_the_planned_pictures(tmp_path, stage_outputs):
+    from cocoaug.balance import PLAN_FILE, CategoryPlan, write_plan
+
+    out = tmp_path / "out"
+    shutil.copytree(stage_outputs, out)
+    categories = sorted({r["category_id"] for r in json.loads((out / "blip2_post.json").read_text())})
+    write_plan(out / PLAN_FILE, [CategoryPlan(c, f"c{c}", 10, 5, 1.5, None, 1, 3 + c, 6, 16, None, None) for c in categories])
+    result = run_script(SCRIPT, "-g", out, "-p", out / "blip2_post.json", "-o", tmp_path / "boxes", "--no-overview")
+    assert result.returncode == 0, result.stderr
+    data = read_page_data(tmp_path / "boxes" / "review.html")
+    assert data["has_plan"] and data["plan"] == {str(c): 2 * (3 + c) for c in categories}  # per mode run, times the 2 modes
+    (out / PLAN_FILE).write_text("category_id\n1\n")
+    result = run_script(SCRIPT, "-g", out, "-p", out / "blip2_post.json", "-o", tmp_path / "boxes", "--no-overview")
+    assert result.returncode == 0 and "the review page shows no plan" in result.stderr and "lacks the column" in result.stderr
+    assert read_page_data(tmp_path / "boxes" / "review.html")["plan"] is None
+
+
 def test_a_page_of_50000_pictures_stays_a_few_megabytes_and_its_details_go_to_sidecars(tmp_path):
     """12,500 source images x 2 modes x 2 variants, every picture scored with 3 boxes."""
     records, pictures = {}, []
