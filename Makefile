@@ -26,7 +26,7 @@ test: setup
 test-browser: setup
 	$(PY) -m pytest -q -m browser
 
-# Every model step on random models of the real size (scripts/check_full_size.py): about 40 min and
+# Every model step on random models of the real size (scripts/check_full_size.py): about 45 min and
 # 15 GB of memory on 2 CPU cores, 13 GB of disk for full_size_models/. Not part of make test.
 check-full-size: setup
 	nice -n 10 $(PY) scripts/check_full_size.py --models full_size_models --work full_size_check --overwrite

@@ -12,7 +12,7 @@ and the peak memory (RSS) and checks the contract:
   scoring      a score line per picture; OWLv2's boxes mapped back through its pad-to-square
                (the scorer's boxes equal the raw boxes scaled by the longer side, within 0.5 px)
 
-It takes about 40 minutes and 15 GB of memory on 2 CPU cores (BENCHMARKS.md); `make check-full-size`
+It took 32 minutes (11 more to build the models) and 15 GiB of memory on 2 shared CPU cores (BENCHMARKS.md); `make check-full-size`
 runs it. Not part of `make test`. Writes WORK/report.md and exits 1 when a contract fails.
 
     python scripts/check_full_size.py --models full_size_models --work full_size_check
@@ -87,7 +87,7 @@ def run_step(name: str, command: list[str]) -> Step:
     seconds = time.perf_counter() - start
     if process.returncode != 0:
         raise UserError(f"step {name} failed with exit code {process.returncode} (its output is above)", command[1])
-    return Step(name, seconds, usage.ru_maxrss / 1024 ** 2)  # ru_maxrss is in KiB on Linux
+    return Step(name, seconds, usage.ru_maxrss / 1024 ** 2)  # ru_maxrss is in KiB on Linux: GiB
 
 
 def make_input(work: Path) -> tuple[Path, Path]:
@@ -179,7 +179,7 @@ def check_owlv2_box_mapping(out: Path, models: Path) -> str:
 
 def write_report(path: Path, steps: list[Step], total_seconds: float):
     """The table of steps as Markdown, printed and written to ``path``."""
-    lines = ["| step | time (s) | peak RSS (GB) | check |", "| --- | ---: | ---: | --- |"]
+    lines = ["| step | time (s) | peak RSS (GiB) | check |", "| --- | ---: | ---: | --- |"]
     lines += [f"| {s.name} | {s.seconds:.0f} | {s.peak_rss_gb:.1f} | {'ok' if s.passed else 'FAILED'}: {s.check} |" for s in steps]
     lines.append(f"| total | {total_seconds:.0f} | {max(s.peak_rss_gb for s in steps):.1f} | |")
     text = "\n".join(lines) + "\n"
