@@ -15,9 +15,11 @@ After a change to scripts/make_tiny_models.py or to the sampler's intended outpu
 
 import argparse
 import hashlib
+import io
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +82,17 @@ def read_reference(path: Path = REFERENCE) -> dict:
         return {"fingerprint": str(data["fingerprint"]), **{mode: data[mode] for mode in MODES}}
 
 
+def write_npz(path: Path, arrays: dict[str, np.ndarray]):
+    """An .npz file that np.load reads, byte-identical for equal arrays (np.savez stamps each member with the time)."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, array in arrays.items():
+            member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            member.compress_type = zipfile.ZIP_DEFLATED
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, np.asarray(array), allow_pickle=False)
+            archive.writestr(member, buffer.getvalue())
+
+
 def write_reference(path: Path = REFERENCE):
     """Build the tiny models in a temporary folder, sample both modes, and store the pictures with the fingerprint."""
     with tempfile.TemporaryDirectory() as folder:
@@ -89,8 +102,7 @@ def write_reference(path: Path = REFERENCE):
         fingerprint = models_fingerprint(models)
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.tmp")
-    with open(temp, "wb") as file:
-        np.savez_compressed(file, fingerprint=np.array(fingerprint), **arrays)
+    write_npz(temp, {"fingerprint": np.array(fingerprint), **arrays})
     temp.replace(path)
     print(f"wrote {path.relative_to(ROOT)}: {', '.join(f'{m} {a.shape}' for m, a in arrays.items())}, models {fingerprint[:12]}")
 
