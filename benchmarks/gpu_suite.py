@@ -137,8 +137,8 @@ def bench_captioning(args, device, dtype, meter) -> list[dict]:
     return rows
 
 
-def bench_generation(args, device, dtype, meter) -> list[dict]:
-    """diffusers' pipeline, one layout per call, against the own sampler at batch 1, 4, 8; same weights, same layouts."""
+def bench_generation(args, device, dtype, meter) -> tuple[list[dict], int]:
+    """diffusers' pipeline, one layout per call, against the own sampler at batch 1, 4, 8 (same weights and layouts); the rows and the picture side."""
     from diffusers import StableDiffusionGLIGENPipeline
 
     from cocoaug.gligen_sampler import GligenSampler, SampleRequest, load_components
