@@ -189,7 +189,7 @@ def check_outputs(args, out: Path, runs: list[Run], before_path: Path):
 
 
 def evaluate_model(model, val_set, device, args) -> dict:
-    """COCO metrics of ``model`` on the validation set: {"summary": {AP, AP50, ...}, "per_class": {category_id: AP}}."""
+    """COCO metrics of ``model`` on the validation set, as metrics.json holds them (EvalResult.to_json)."""
     import torch
     from tqdm import tqdm
 
@@ -207,15 +207,15 @@ def evaluate_model(model, val_set, device, args) -> dict:
                 for box, label, score in zip(boxes.tolist(), output["labels"].tolist(), output["scores"].tolist()):
                     detections.append({"image_id": target["image_id"], "category_id": val_set.categories.category_of(label),
                                        "bbox": box, "score": score})
-    result = evaluate(val_set.coco_data, detections)
-    return {"summary": result.summary, "per_class": {str(k): v for k, v in result.per_class.items()}}
+    return evaluate(val_set.coco_data, detections).to_json()
 
 
-def read_metrics(path: Path) -> dict:
+def read_metrics(path: Path):
+    """A run's metrics.json as an EvalResult."""
     from cocoaug.coco import read_json
+    from cocoaug.detection_eval import EvalResult
 
-    metrics = read_json(path, "metrics file")
-    return {"summary": metrics["summary"], "per_class": {int(k): v for k, v in metrics["per_class"].items()}}
+    return EvalResult.from_json(read_json(path, "metrics file"))
 
 
 def lr_factor(iteration: int, total: int, warmup: int, schedule: str) -> float:
@@ -416,11 +416,11 @@ def main(args):
     print("\n".join(summary_lines(report)))
 
 
-def print_eval(metrics: dict, train_set, path: Path):
-    summary = metrics["summary"]
-    print("  ".join(f"{key} {100 * value:.1f}" for key, value in summary.items()))
+def print_eval(metrics, train_set, path: Path):
+    """--eval-only's summary: the COCO metrics, then AP per category."""
+    print("  ".join(f"{key} {100 * value:.1f}" for key, value in metrics.summary.items()))
     for category_id, name in zip(train_set.categories.category_ids, train_set.categories.names):
-        print(f"  {name:<20} AP {100 * metrics['per_class'].get(category_id, float('nan')):.1f}")
+        print(f"  {name:<20} AP {100 * metrics.per_class.get(category_id, math.nan):.1f}")
     print(f"wrote {path}")
 
 
