@@ -166,7 +166,9 @@ class DistributedWeightedSampler:
     ``num_samples`` indices in all, fixed by (seed, epoch)) is padded to a multiple of
     ``world_size`` by repeating its first indices, and process ``rank`` takes positions
     ``rank, rank + world_size, ...``. Call ``set_epoch`` before each epoch, as with
-    DistributedSampler. Usable as ``DataLoader(sampler=...)``: it iterates over ints and has a length.
+    DistributedSampler; ``skip`` leaves out the first indices of this process's share, to resume
+    an epoch that was interrupted after that many samples. Usable as ``DataLoader(sampler=...)``:
+    it iterates over ints and has a length.
     """
 
     def __init__(self, weights_for_epoch: Callable[[int], np.ndarray], num_samples: int, *, seed: int,
@@ -180,22 +182,27 @@ class DistributedWeightedSampler:
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
+        self.per_rank = -(-num_samples // world_size)
         self.epoch = 0
+        self.skip = 0
 
-    def set_epoch(self, epoch: int):
+    def set_epoch(self, epoch: int, skip: int = 0):
+        if not 0 <= skip <= self.per_rank:
+            raise ValueError(f"skip {skip} outside 0..{self.per_rank}")
         self.epoch = epoch
+        self.skip = skip
 
     def indices(self) -> np.ndarray:
-        """This process's share of the current epoch's draw."""
+        """This process's share of the current epoch's draw, less the skipped start."""
         draw = epoch_draw(self.weights_for_epoch(self.epoch), self.num_samples, self.seed, self.epoch)
-        padded = np.resize(draw, len(self) * self.world_size)  # np.resize repeats the draw from its start
-        return padded[self.rank::self.world_size]
+        padded = np.resize(draw, self.per_rank * self.world_size)  # np.resize repeats the draw from its start
+        return padded[self.rank::self.world_size][self.skip:]
 
     def __iter__(self):
         return iter(self.indices().tolist())
 
     def __len__(self) -> int:
-        return -(-self.num_samples // self.world_size)
+        return self.per_rank - self.skip
 
 
 @dataclass(frozen=True)

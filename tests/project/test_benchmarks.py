@@ -118,3 +118,18 @@ def test_bench_score_full_size_path_smoke(tmp_path, sample_dataset, tiny_models)
     workdir = shared_inputs(tmp_path / "work", sample_dataset, tiny_models)
     out = run_bench("bench_score.py", workdir, "--full-size", "--configs", configs, "--images", 3, "--batch-size", 2)
     assert "OWLv2 base patch16 + CLIP ViT-L/14" in out and "same scores: yes (3 pictures" in out
+
+
+def test_bench_coco_eval_smoke():
+    result = run_script("benchmarks/bench_coco_eval.py", "--images", "30", "--detections-per-image", "20", "--repeat", "1")
+    assert result.returncode == 0, result.stderr
+    assert "30 images" in result.stdout and "600 detections" in result.stdout and "speed-up" in result.stdout
+    assert "same results: yes (6 summary values and 80 per-category APs" in result.stdout
+
+
+def test_bench_sampler_smoke():
+    result = run_script("benchmarks/bench_sampler.py", "--images", "3000", "--repeat", "1")
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines() if line.split()[:1] in (["natural"], ["repeat-factor"], ["dcl"])]
+    assert [row[0] for row in rows] == ["natural", "repeat-factor", "dcl"] and all(len(row) == 5 for row in rows)
+    assert "same category shares: yes" in result.stdout and "12 epochs (960 rows)" in result.stdout

@@ -127,6 +127,16 @@ def test_ranks_share_one_epoch_draw(world_size, num_samples):
     assert interleaved[num_samples:] == draw[:len(interleaved) - num_samples]  # the padding repeats the draw's start
 
 
+def test_skip_resumes_an_interrupted_epoch():
+    sampler = DistributedWeightedSampler(lambda _: np.ones(30), 50, seed=2, rank=1, world_size=2)
+    sampler.set_epoch(3)
+    whole = list(sampler)
+    sampler.set_epoch(3, skip=10)
+    assert list(sampler) == whole[10:] and len(sampler) == 15
+    sampler.set_epoch(4)
+    assert len(sampler) == 25 and list(sampler) != whole
+
+
 def test_generated_weight_changes_the_generated_share_as_predicted():
     labels = [[1]] * 100
     generated = np.array([True] * 30 + [False] * 70)
