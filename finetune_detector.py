@@ -285,8 +285,8 @@ def train(run: Run, start_state: dict, ctx: dict, args):
     while iteration < schedule.total_iters:
         model.train()
         sampler.set_epoch(epoch)
+        started = time.perf_counter()  # images/s counts the loading of each batch too
         for images, targets in loader:
-            started = time.perf_counter()
             images = [image.to(device, non_blocking=True) for image in images]
             targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
             with torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
@@ -304,6 +304,7 @@ def train(run: Run, start_state: dict, ctx: dict, args):
             rows.append({"iteration": iteration, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "loss": loss.item(),
                          **{k: v.item() for k, v in losses.items()},
                          "images_per_s": len(images) * world_size / (time.perf_counter() - started)})
+            started = time.perf_counter()
             scheduler.step()
             iteration += 1
             bar.update()

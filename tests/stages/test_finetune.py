@@ -230,3 +230,27 @@ def test_the_loop_learns(small_set, tmp_path):
     before = json.loads((tmp_path / "out/runs/before/metrics.json").read_text())["summary"]["AP"]
     after = json.loads((tmp_path / "out/runs/augmented-seed0/metrics.json").read_text())["summary"]["AP"]
     assert after > before + 0.1, (before, after)
+
+
+@pytest.mark.parametrize("name", ["fasterrcnn_mobilenet_v3_large_fpn", "retinanet_resnet50_fpn_v2", "fcos_resnet50_fpn"])
+def test_the_issues_builders_train_and_take_a_new_head(name, small_set):
+    """Each family the issue names trains on the dataset's targets, refuses another class count and resets its head."""
+    from cocoaug.detection_data import DetectionDataset, collate, load_training_set
+    from cocoaug.detection_models import build_model, load_weights
+    from cocoaug.errors import UserError
+
+    torch.manual_seed(0)
+    train_set = load_training_set(small_set)
+    model = build_model(name, train_set.categories.num_classes, {}, 64, 96)
+    images, targets = collate([DetectionDataset(train_set, flip=True)[k] for k in range(2)])
+    losses = model.train()(list(images), list(targets))
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+    other = build_model(name, 3, {}, 64, 96).state_dict()
+    with pytest.raises(UserError, match="predicts 2 categories but the dataset has 4"):
+        load_weights(model, name, {"model": other, "categories": None}, "mine.pth", train_set.categories, reset_head=False)
+    load_weights(model, name, {"model": other, "categories": None}, "mine.pth", train_set.categories, reset_head=True)
+    own = model.state_dict()
+    head = [k for k in own if k.startswith(("roi_heads.box_predictor.", "head.classification_head.cls_logits."))]
+    assert head and all(own[k].shape != other[k].shape for k in head if k.endswith("weight"))
+    assert all(torch.equal(own[k], other[k]) for k in own if k not in head)
