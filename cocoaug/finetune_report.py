@@ -79,7 +79,8 @@ def build_report(before, control_runs: list, augmented_runs: list, categories: d
         if not control:
             summary[key].update(control=None, control_std=None)
     rare_third = {"category_ids": rare, "categories": [categories[c] for c in rare], "before": _number(100 * rare_ap(before)),
-                  **_stats("augmented", points(augmented, rare_ap)), **_stats("delta", points(augmented, rare_ap) - points(baseline, rare_ap))}
+                  **_stats("augmented", points(augmented, rare_ap)),
+                  **_stats("delta", points(augmented, rare_ap) - points(baseline, rare_ap))}
     rare_third.update(_stats("control", points(control, rare_ap)) if control else {"control": None, "control_std": None})
     return {"unit": "AP points (0-100)", "comparison": "augmented vs control" if control else "augmented vs before",
             "seeds": len(augmented), "settings": settings, "summary": summary, "rare_third": rare_third, "per_class": per_class,
@@ -106,7 +107,8 @@ def summary_lines(report: dict) -> list[str]:
     rare = report["rare_third"]
     rows = [(key, report["summary"][key]) for key in SUMMARY_KEYS] + [("rare third", rare)]
     for name, values in rows:
-        lines.append(f"{name:<12}" + "".join(f"{_mean_std(values[c], values.get(f'{c}_std'), c == 'delta'):>16}" for c in columns))
+        cells = [_mean_std(values[c], values.get(f"{c}_std"), signed=c == "delta") for c in columns]
+        lines.append(f"{name:<12}" + "".join(f"{cell:>16}" for cell in cells))
     names = ", ".join(rare["categories"]) or "none"
     lines.append(f"rare third: {len(rare['categories'])} of {sum(r['ap_before'] is not None for r in report['per_class'])} "
                  f"measured categories, fewest real training boxes: {names}")
@@ -124,7 +126,9 @@ def plot_png(report: dict) -> bytes:
 
     rows = report["per_class"]
     has_control = report["comparison"] == "augmented vs control"
-    series = [("before", "ap_before", None, "#b0b0b0")] + ([("control", "ap_control", "ap_control_std", "#4c78a8")] if has_control else [])
+    series = [("before", "ap_before", None, "#b0b0b0")]
+    if has_control:
+        series.append(("control", "ap_control", "ap_control_std", "#4c78a8"))
     series.append(("augmented", "ap_augmented", "ap_augmented_std", "#f58518"))
     height = max(3.0, 0.42 * len(rows) + 1.6)
     figure, (ap_axis, delta_axis) = plt.subplots(1, 2, figsize=(11, height), sharey=True, gridspec_kw={"width_ratios": [3, 1.3]})
