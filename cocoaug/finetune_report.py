@@ -131,7 +131,8 @@ def plot_png(report: dict) -> bytes:
         series.append(("control", "ap_control", "ap_control_std", "#4c78a8"))
     series.append(("augmented", "ap_augmented", "ap_augmented_std", "#f58518"))
     height = max(3.0, 0.42 * len(rows) + 1.6)
-    figure, (ap_axis, delta_axis) = plt.subplots(1, 2, figsize=(11, height), sharey=True, gridspec_kw={"width_ratios": [3, 1.3]})
+    figure, (ap_axis, delta_axis) = plt.subplots(1, 2, figsize=(11, height), sharey=True, layout="constrained",
+                                                 gridspec_kw={"width_ratios": [3, 1.3]})
     positions = np.arange(len(rows))
     bar = 0.8 / len(series)
     for k, (label, key, std_key, color) in enumerate(series):
@@ -153,7 +154,7 @@ def plot_png(report: dict) -> bytes:
         axis.grid(axis="x", linewidth=0.4, alpha=0.6)
     ap_axis.set_yticks(positions, [f"{row['category']}  ({row['real_boxes']} real + {row['generated_boxes']} gen.)"
                                    + ("" if row["ap_before"] is not None else "  no val. boxes") for row in rows])
-    ap_axis.invert_yaxis()  # rarest at the top
+    ap_axis.set_ylim(len(rows) - 0.5, -0.5)  # rarest at the top, no margin
     ap_axis.set_xlabel("AP@[.5:.95] (points)")
     ap_axis.set_xlim(0, max(1.0, np.nanmax([_nan(row[key]) for row in rows for _, key, _, _ in series] + [0])) * 1.1)
     ap_axis.legend(loc="lower left", bbox_to_anchor=(0, 1), ncol=len(series), frameon=False, fontsize=8)
@@ -161,7 +162,6 @@ def plot_png(report: dict) -> bytes:
     seeds = report["seeds"]
     figure.suptitle("AP per category, fewest real training boxes at the top (rare third shaded)"
                     + (f"; mean ± std over {seeds} seeds" if seeds > 1 else "") + "\n" + summary_lines(report)[-1], fontsize=10)
-    figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
     plt.close(figure)
