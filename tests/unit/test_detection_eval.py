@@ -100,6 +100,18 @@ def test_one_box_at_iou_062_is_found_at_three_thresholds_of_ten(backend):
     assert math.isnan(result.per_class[2])
 
 
+def test_missing_iscrowd_and_area_take_their_defaults():
+    gt, detections = synthetic_set(2, crowd_share=0.0)
+    for ann in gt["annotations"]:
+        ann["area"] = ann["bbox"][2] * ann["bbox"][3]
+    expected = detection_eval.evaluate(gt, detections, backend="pycocotools")
+    for ann in gt["annotations"]:
+        del ann["iscrowd"], ann["area"]
+    for backend in detection_eval.BACKENDS:
+        assert_same_result(detection_eval.evaluate(gt, detections, backend=backend), expected)
+    assert "area" not in gt["annotations"][0]  # the caller's dicts are left alone
+
+
 def test_detections_on_unknown_images_are_refused():
     gt, detections = synthetic_set(0, n_images=3)
     with pytest.raises(ValueError, match=r"\[99\]"):
