@@ -46,10 +46,9 @@ def synthetic_val_set(n_images: int, per_image: int, seed: int) -> tuple[dict, l
     boxes = synthetic.make_boxes(rng, image_sizes[image_of_box])
     category_ids = np.array(synthetic.COCO_IDS)[category_index]
     crowd = rng.random(len(boxes)) < 0.01
+    columns = zip(image_ids[image_of_box].tolist(), category_ids.tolist(), boxes.tolist(), crowd.tolist())
     annotations = [{"id": k + 1, "image_id": image_id, "category_id": category_id, "bbox": box, "area": box[2] * box[3] * 0.7,
-                    "iscrowd": int(is_crowd)}
-                   for k, (image_id, category_id, box, is_crowd) in enumerate(zip(image_ids[image_of_box].tolist(),
-                                                                                category_ids.tolist(), boxes.tolist(), crowd.tolist()))]
+                    "iscrowd": int(is_crowd)} for k, (image_id, category_id, box, is_crowd) in enumerate(columns)]
     categories = [{"id": cid, "name": name.replace("_", " ")} for cid, name in zip(synthetic.COCO_IDS, synthetic.COCO_NAMES)]
 
     # True positives: each box found once (85%) with a jitter of ~8% of its size, at most per_image per image.

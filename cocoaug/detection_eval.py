@@ -4,6 +4,9 @@ Two backends give the same numbers (tests/unit/test_detection_eval.py checks it 
 ``faster`` (the faster-coco-eval package, C++ matching and accumulation; the default) and
 ``pycocotools`` (the reference COCOeval). Both run on copies: the ground truth and the
 detections passed in are left as they were (both libraries add keys to the dicts they index).
+A ground-truth box without ``iscrowd`` counts as not crowd, one without ``area`` takes its
+box's w * h (COCOeval sorts boxes into small / medium / large by ``area``), as the project's
+COCO reader allows both to be missing and pycocotools would fail on them.
 
 Values are fractions (0 to 1). Where COCOeval has nothing to measure (no ground-truth box in an
 area range, or a category with no ground-truth box) it writes -1; here that is NaN, so that a
@@ -51,7 +54,7 @@ def evaluate(gt: dict, detections: list[dict], *, backend: str = "faster") -> Ev
     if strays:
         raise ValueError(f"detections for image ids not in the ground truth: {sorted(strays)[:10]}")
     # Both libraries write into the dicts they are given: hand them copies.
-    gt = {**gt, "annotations": [dict(ann) for ann in gt["annotations"]]}
+    gt = {**gt, "annotations": [{"iscrowd": 0, "area": ann["bbox"][2] * ann["bbox"][3], **ann} for ann in gt["annotations"]]}
     detections = [dict(d) for d in detections]
     if backend == "faster":
         from faster_coco_eval import COCO, COCOeval_faster

@@ -79,7 +79,8 @@ def build_report(before, control_runs: list, augmented_runs: list, categories: d
         if not control:
             summary[key].update(control=None, control_std=None)
     rare_third = {"category_ids": rare, "categories": [categories[c] for c in rare], "before": _number(100 * rare_ap(before)),
-                  **_stats("augmented", points(augmented, rare_ap)), **_stats("delta", points(augmented, rare_ap) - points(baseline, rare_ap))}
+                  **_stats("augmented", points(augmented, rare_ap)),
+                  **_stats("delta", points(augmented, rare_ap) - points(baseline, rare_ap))}
     rare_third.update(_stats("control", points(control, rare_ap)) if control else {"control": None, "control_std": None})
     return {"unit": "AP points (0-100)", "comparison": "augmented vs control" if control else "augmented vs before",
             "seeds": len(augmented), "settings": settings, "summary": summary, "rare_third": rare_third, "per_class": per_class,
@@ -106,7 +107,8 @@ def summary_lines(report: dict) -> list[str]:
     rare = report["rare_third"]
     rows = [(key, report["summary"][key]) for key in SUMMARY_KEYS] + [("rare third", rare)]
     for name, values in rows:
-        lines.append(f"{name:<12}" + "".join(f"{_mean_std(values[c], values.get(f'{c}_std'), c == 'delta'):>16}" for c in columns))
+        cells = [_mean_std(values[c], values.get(f"{c}_std"), signed=c == "delta") for c in columns]
+        lines.append(f"{name:<12}" + "".join(f"{cell:>16}" for cell in cells))
     names = ", ".join(rare["categories"]) or "none"
     lines.append(f"rare third: {len(rare['categories'])} of {sum(r['ap_before'] is not None for r in report['per_class'])} "
                  f"measured categories, fewest real training boxes: {names}")
@@ -124,10 +126,13 @@ def plot_png(report: dict) -> bytes:
 
     rows = report["per_class"]
     has_control = report["comparison"] == "augmented vs control"
-    series = [("before", "ap_before", None, "#b0b0b0")] + ([("control", "ap_control", "ap_control_std", "#4c78a8")] if has_control else [])
+    series = [("before", "ap_before", None, "#b0b0b0")]
+    if has_control:
+        series.append(("control", "ap_control", "ap_control_std", "#4c78a8"))
     series.append(("augmented", "ap_augmented", "ap_augmented_std", "#f58518"))
     height = max(3.0, 0.42 * len(rows) + 1.6)
-    figure, (ap_axis, delta_axis) = plt.subplots(1, 2, figsize=(11, height), sharey=True, gridspec_kw={"width_ratios": [3, 1.3]})
+    figure, (ap_axis, delta_axis) = plt.subplots(1, 2, figsize=(11, height), sharey=True, layout="constrained",
+                                                 gridspec_kw={"width_ratios": [3, 1.3]})
     positions = np.arange(len(rows))
     bar = 0.8 / len(series)
     for k, (label, key, std_key, color) in enumerate(series):
@@ -149,7 +154,7 @@ def plot_png(report: dict) -> bytes:
         axis.grid(axis="x", linewidth=0.4, alpha=0.6)
     ap_axis.set_yticks(positions, [f"{row['category']}  ({row['real_boxes']} real + {row['generated_boxes']} gen.)"
                                    + ("" if row["ap_before"] is not None else "  no val. boxes") for row in rows])
-    ap_axis.invert_yaxis()  # rarest at the top
+    ap_axis.set_ylim(len(rows) - 0.5, -0.5)  # rarest at the top, no margin
     ap_axis.set_xlabel("AP@[.5:.95] (points)")
     ap_axis.set_xlim(0, max(1.0, np.nanmax([_nan(row[key]) for row in rows for _, key, _, _ in series] + [0])) * 1.1)
     ap_axis.legend(loc="lower left", bbox_to_anchor=(0, 1), ncol=len(series), frameon=False, fontsize=8)
@@ -157,7 +162,6 @@ def plot_png(report: dict) -> bytes:
     seeds = report["seeds"]
     figure.suptitle("AP per category, fewest real training boxes at the top (rare third shaded)"
                     + (f"; mean ± std over {seeds} seeds" if seeds > 1 else "") + "\n" + summary_lines(report)[-1], fontsize=10)
-    figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
     plt.close(figure)

@@ -260,10 +260,12 @@ def format_plan_table(rows: list[PlanRow], category_names: dict[int, str]) -> st
     labels = sorted({row.category_label for row in rows}, key=lambda label: (by_key[epochs[0], label].box_share, label))
     names = {label: category_names.get(label, str(label)) for label in labels}
     width = max(len("category"), *(len(name) for name in names.values()))
-    header = f"{'category':<{width}}" + "".join(f"{f'epoch {e}':>11}" for e in shown) + f"{f'images, epoch {shown[-1]} (gen / real)':>34}"
+    images_header = f"images, epoch {shown[-1]} (gen / real)"
+    header = f"{'category':<{width}}" + "".join(f"{f'epoch {e}':>11}" for e in shown) + f"{images_header:>34}"
     lines = [f"box share per epoch; {len(labels)} categories", header]
     for label in labels:
         last = by_key[shown[-1], label]
         images = f"{last.expected_generated_images:.1f} / {last.expected_real_images:.1f}"
-        lines.append(f"{names[label]:<{width}}" + "".join(f"{by_key[e, label].box_share:>11.1%}" for e in shown) + f"{images:>34}")
+        shares = "".join(f"{by_key[e, label].box_share:>11.1%}" for e in shown)
+        lines.append(f"{names[label]:<{width}}{shares}{images:>34}")
     return "\n".join(lines)

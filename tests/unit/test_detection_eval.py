@@ -92,11 +92,24 @@ def test_one_box_at_iou_062_is_found_at_three_thresholds_of_ten(backend):
     gt = {"images": [{"id": 1, "width": 200, "height": 200, "file_name": "a.jpg"}], "categories": CATEGORIES[:2],
           "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 100, 100], "area": 10_000, "iscrowd": 0}]}
     # IoU 6200 / 10000 = 0.62: a match at the thresholds 0.5, 0.55 and 0.6 only.
-    result = detection_eval.evaluate(gt, [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 100, 62], "score": 0.5}], backend=backend)
+    detection = {"image_id": 1, "category_id": 1, "bbox": [0, 0, 100, 62], "score": 0.5}
+    result = detection_eval.evaluate(gt, [detection], backend=backend)
     assert result.summary["AP"] == pytest.approx(0.3) and result.summary["AP50"] == pytest.approx(1.0)
     assert result.summary["AP75"] == 0 and result.per_class[1] == pytest.approx(0.3)
     assert math.isnan(result.summary["APs"]) and math.isnan(result.summary["APm"])  # no small or medium box
     assert math.isnan(result.per_class[2])
+
+
+def test_missing_iscrowd_and_area_take_their_defaults():
+    gt, detections = synthetic_set(2, crowd_share=0.0)
+    for ann in gt["annotations"]:
+        ann["area"] = ann["bbox"][2] * ann["bbox"][3]
+    expected = detection_eval.evaluate(gt, detections, backend="pycocotools")
+    for ann in gt["annotations"]:
+        del ann["iscrowd"], ann["area"]
+    for backend in detection_eval.BACKENDS:
+        assert_same_result(detection_eval.evaluate(gt, detections, backend=backend), expected)
+    assert "area" not in gt["annotations"][0]  # the caller's dicts are left alone
 
 
 def test_detections_on_unknown_images_are_refused():
@@ -110,4 +123,5 @@ def test_result_round_trips_through_json():
     data = result.to_json()
     assert data == {"summary": {"AP": 0.25, "APs": None}, "per_class": {"1": 0.5, "4": None}}
     back = EvalResult.from_json(data)
-    assert back.summary["AP"] == 0.25 and math.isnan(back.summary["APs"]) and back.per_class[1] == 0.5 and math.isnan(back.per_class[4])
+    assert back.summary["AP"] == 0.25 and math.isnan(back.summary["APs"])
+    assert back.per_class[1] == 0.5 and math.isnan(back.per_class[4])
