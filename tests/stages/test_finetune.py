@@ -209,7 +209,7 @@ def test_a_killed_run_resumes_to_the_same_weights(small_set, tmp_path):
 
 
 def test_two_processes_under_torchrun_share_each_epoch(small_set, tmp_path):
-    result = run_python("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+    result = run_python("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                         ROOT / "finetune_detector.py", "-d", small_set, *val_flags(small_set), "-o", tmp_path / "out", *TINY,
                         "--max-iters", "2", "--epoch-size", "4", "--batch-size", "1", "--device", "cpu", env=ENV, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
