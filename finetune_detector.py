@@ -34,7 +34,7 @@ from cocoaug import cli
 from cocoaug.atomic import atomic_path, remove_stale_temp_files, write_csv_atomic, write_json_atomic
 from cocoaug.detection_data import DetectionDataset, check_training_images, collate, load_training_set, load_validation_set
 from cocoaug.detection_models import (CHECKPOINT_FORMAT, DEFAULT_MODEL, build_model, load_weights, parse_model_options,
-                                      read_checkpoint, unwrapped)
+                                      predict_detections, read_checkpoint, unwrapped)
 from cocoaug.errors import UserError, listed
 from cocoaug.paths import refuse_output_inside
 from cocoaug.runtime import distributed_rank, resolve_device, run_cli
@@ -178,35 +178,22 @@ def plan_runs(args, train_set, out: Path) -> list[Run]:
     return runs
 
 
-def check_outputs(args, out: Path, runs: list[Run], before_path: Path):
-    """An earlier run's outputs are continued (--resume), replaced (--overwrite), or a reason to stop."""
+def check_outputs(args, out: Path, runs: list[Run], before_path: Path, remove: bool):
+    """An earlier run's outputs are continued (--resume), replaced (--overwrite: ``remove`` them), or a reason to stop."""
     earlier = [p for p in [before_path, *(r.folder / f for r in runs for f in ("checkpoint.pt", "metrics.json"))] if p.exists()]
     if earlier and not (args.resume or args.overwrite):
         raise UserError(f"{out} holds an earlier run: pass --resume to continue it or --overwrite to start afresh", earlier[0])
-    if args.overwrite:
+    if args.overwrite and remove:
         for path in earlier:
             path.unlink()
 
 
 def evaluate_model(model, val_set, device, args) -> dict:
     """COCO metrics of ``model`` on the validation set, as metrics.json holds them (EvalResult.to_json)."""
-    import torch
-    from tqdm import tqdm
-
     from cocoaug.detection_eval import evaluate
 
-    model = unwrapped(model).eval()
-    loader = torch.utils.data.DataLoader(DetectionDataset(val_set), batch_size=args.batch_size, num_workers=args.num_workers,
-                                         collate_fn=collate)
-    detections = []
-    with torch.inference_mode():
-        for images, targets in tqdm(loader, desc="evaluate", unit="batch", leave=False):
-            for output, target in zip(model([image.to(device) for image in images]), targets):
-                boxes = output["boxes"].float().cpu()
-                boxes[:, 2:] -= boxes[:, :2]
-                for box, label, score in zip(boxes.tolist(), output["labels"].tolist(), output["scores"].tolist()):
-                    detections.append({"image_id": target["image_id"], "category_id": val_set.categories.category_of(label),
-                                       "bbox": box, "score": score})
+    detections = predict_detections(unwrapped(model), DetectionDataset(val_set), val_set.categories, device,
+                                    args.batch_size, args.num_workers)
     return evaluate(val_set.coco_data, detections).to_json()
 
 
@@ -350,19 +337,21 @@ def main(args):
     options = parse_model_options(args.model_option)
     runs = [] if args.eval_only else plan_runs(args, train_set, out)
     before_path = out / ("metrics.json" if args.eval_only else "runs/before/metrics.json")
-    if rank == 0:
-        check_outputs(args, out, runs, before_path)
-        if out.is_dir():
-            remove_stale_temp_files(out, recursive=True)
+    check_outputs(args, out, runs, before_path, remove=rank == 0)  # every process stops on an earlier run
+    if rank == 0 and out.is_dir():
+        remove_stale_temp_files(out, recursive=True)
 
     # 2. The starting model
     device = resolve_device(args.device)
+    if world_size > 1 and device.type == "cuda" and device.index is None:  # --device cuda: this process's GPU
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     if world_size > 1:
         import datetime
 
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(days=1))
         if device.type == "cuda":
             torch.cuda.set_device(device)
+        torch.distributed.barrier()  # rank 0 has removed what --overwrite replaces
 
     def new_model():
         return build_model(args.model, train_set.categories.num_classes, options, args.min_size, args.max_size)
@@ -382,14 +371,16 @@ def main(args):
     if rank == 0 and not before_path.exists():
         write_json_atomic(before_path, evaluate_model(start.to(device), val_set, device, args))
     if args.eval_only:
-        return print_eval(read_metrics(before_path), train_set, before_path)
+        return print_eval(read_metrics(before_path), train_set, before_path) if rank == 0 else None
 
     # 4. Fine-tune each run, then evaluate it (rank 0); finished runs are kept
+    trained = 0
     for run in runs:
         if (run.folder / "metrics.json").exists():
             log.info("%s: finished earlier, its metrics are kept", run.name)
             continue
         model = train(run, start_state, ctx, args)
+        trained += 1
         if rank == 0:
             write_json_atomic(run.folder / "metrics.json", evaluate_model(model, val_set, device, args))
         if world_size > 1:
@@ -411,9 +402,9 @@ def main(args):
                           dict(zip(train_set.categories.category_ids, train_set.categories.names)),
                           train_set.boxes_per_category(generated=False), train_set.boxes_per_category(generated=True), settings)
     write_report(out, report)
-    print(f"trained {len(runs)} run(s) of {schedule.total_iters} iterations ({schedule.epochs} epochs of {schedule.epoch_size} "
-          f"images, {args.sampling} sampling) on {len(train_set)} images ({int(train_set.is_generated.sum())} generated); "
-          f"wrote {out / 'report.json'}, per_class_ap.csv, per_class_ap.png")
+    print(f"trained {trained} run(s), kept {len(runs) - trained} finished earlier; {schedule.total_iters} iterations per run "
+          f"({schedule.epochs} epochs of {schedule.epoch_size} images, {args.sampling} sampling) on {len(train_set)} images "
+          f"({int(train_set.is_generated.sum())} generated); wrote {out / 'report.json'}, per_class_ap.csv, per_class_ap.png")
     print("\n".join(summary_lines(report)))
 
 

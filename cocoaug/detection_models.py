@@ -149,6 +149,27 @@ def classes_in_checkpoint(state: dict, own: dict, in_head: list, model_classes: 
     return model_classes
 
 
+def predict_detections(model, dataset, mapping, device, batch_size: int, num_workers: int) -> list[dict]:
+    """The model's detections on every sample of a DetectionDataset, as COCO results (``bbox`` xywh pixels)."""
+    import torch
+    from tqdm import tqdm
+
+    from cocoaug.detection_data import collate
+
+    model.eval()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
+    detections = []
+    with torch.inference_mode():
+        for images, targets in tqdm(loader, desc="evaluate", unit="batch", leave=False):
+            for output, target in zip(model([image.to(device) for image in images]), targets):
+                boxes = output["boxes"].float().cpu()
+                boxes[:, 2:] -= boxes[:, :2]
+                for box, label, score in zip(boxes.tolist(), output["labels"].tolist(), output["scores"].tolist()):
+                    detections.append({"image_id": target["image_id"], "category_id": mapping.category_of(label),
+                                       "bbox": box, "score": score})
+    return detections
+
+
 def unwrapped(model):
     """The model inside DistributedDataParallel, or the model itself."""
     return getattr(model, "module", model)

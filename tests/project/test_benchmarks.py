@@ -1,6 +1,7 @@
 """Benchmarks run at a tiny size: they work, and both sides of each comparison agree."""
 
 import json
+import re
 
 from tests.helpers.scripts import ROOT, run_script
 
@@ -133,3 +134,11 @@ def test_bench_sampler_smoke():
     rows = [line.split() for line in result.stdout.splitlines() if line.split()[:1] in (["natural"], ["repeat-factor"], ["dcl"])]
     assert [row[0] for row in rows] == ["natural", "repeat-factor", "dcl"] and all(len(row) == 5 for row in rows)
     assert "same category shares: yes" in result.stdout and "12 epochs (960 rows)" in result.stdout
+
+
+def test_bench_finetune_smoke(tmp_path):
+    result = run_script("benchmarks/bench_finetune.py", "--workdir", tmp_path, "--iters", "2", "--batch-sizes", "1,2",
+                        "--min-size", "64", "--max-size", "96", "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"--batch-size +1: +\d+\.\d+ training images/s", result.stdout)
+    assert re.search(r"batch 2 vs 1: x\d+\.\d+ images/s", result.stdout)
