@@ -105,6 +105,8 @@ def build_parser():
 
 @dataclass
 class Schedule:
+    """How long each run trains (the same for the augmented and the control runs)."""
+
     epochs: int
     epoch_size: int  # images drawn per epoch, all processes together
     iters_per_epoch: int
@@ -113,6 +115,8 @@ class Schedule:
 
 @dataclass
 class Run:
+    """One fine-tuning run of the starting weights and its folder OUT_DIR/runs/<name>/."""
+
     name: str  # augmented-seed<k> or control-seed<k>
     seed: int
     indices: np.ndarray  # images of the training set it trains on
@@ -120,6 +124,7 @@ class Run:
 
 
 def check_flags(args, world_size: int):
+    """Refuse impossible numbers and missing inputs before anything is read; fill the optimizer's defaults."""
     positive = {"--batch-size": args.batch_size, "--epochs": args.epochs, "--epoch-size": args.epoch_size,
                 "--max-iters": args.max_iters, "--repeats": args.repeats, "--min-size": args.min_size, "--max-size": args.max_size,
                 "--lr": args.lr, "--clip-grad": args.clip_grad, "--repeat-factor-threshold": args.repeat_factor_threshold}
@@ -140,6 +145,7 @@ def check_flags(args, world_size: int):
 
 
 def plan_schedule(args, train_size: int, world_size: int) -> Schedule:
+    """Epochs and iterations: --epochs (default 12) of --epoch-size images, capped by --max-iters (alone, it sets the epochs)."""
     epoch_size = args.epoch_size or train_size
     iters_per_epoch = math.ceil(math.ceil(epoch_size / world_size) / args.batch_size)
     epochs = args.epochs or (math.ceil(args.max_iters / iters_per_epoch) if args.max_iters else 12)
@@ -164,6 +170,7 @@ def write_plan(args, train_set, schedule: Schedule, out: Path):
 
 
 def plan_runs(args, train_set, out: Path) -> list[Run]:
+    """One augmented run per seed on every image, and with --control one on the real images alone."""
     everything = np.arange(len(train_set))
     real = np.flatnonzero(~train_set.is_generated)
     if args.control and not train_set.is_generated.any():
@@ -307,6 +314,7 @@ def train(run: Run, start_state: dict, ctx: dict, args):
 
 
 def save_checkpoint(path, model, optimizer, scheduler, scaler, epoch, iteration, rows, ctx, args):
+    """Everything --resume needs to continue exactly, written atomically (a kill leaves the previous epoch's)."""
     import torch
 
     cuda = ctx["device"].type == "cuda"
