@@ -328,8 +328,6 @@ def save_checkpoint(path, model, optimizer, scheduler, scaler, epoch, iteration,
 
 
 def main(args):
-    import torch
-
     # 1. Check inputs: every file, before any model is built
     rank, world_size = distributed_rank()
     check_flags(args, world_size)
@@ -350,6 +348,8 @@ def main(args):
         remove_stale_temp_files(out, recursive=True)
 
     # 2. The starting model
+    import torch
+
     device = resolve_device(args.device)
     if world_size > 1 and device.type == "cuda" and device.index is None:  # --device cuda: this process's GPU
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
