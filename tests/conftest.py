@@ -40,3 +40,21 @@ def fid_weights(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("fid") / "random_fid_inception.pth"
     run_script("scripts/make_random_fid_weights.py", path, check=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def finetune_dataset(sample_dataset, stage_outputs, tmp_path_factory) -> Path:
+    """Step 4's dataset root for step 5 (finetune_detector.py): the sample set's 12 images plus every
+    generation-mode picture of the stage outputs (8), merged into FINAL_DIR/train_augmented.json."""
+    import shutil
+
+    from tests.helpers.scripts import run_finalize
+
+    root = tmp_path_factory.mktemp("finetune_dataset")
+    picked = root / "picked" / "generation"
+    picked.mkdir(parents=True)
+    for picture in sorted((stage_outputs / "generation").glob("*.png")):
+        shutil.copy(picture, picked)
+    result = run_finalize(sample_dataset, stage_outputs, root / "picked", root / "final", "--merge")
+    assert result.returncode == 0, result.stderr
+    return root / "final"

@@ -1,7 +1,7 @@
 """scripts/demo.sh (make demo): the whole pipeline runs on the sample set with the tiny models and
 leaves a COCO dataset that pycocotools loads, pictures of their originals' sizes with their boxes,
-a merged training file and a FID figure; a rerun remakes nothing, and after the picked pictures
-change it redoes only stage 4 and the FID."""
+a merged training file, step 5's fine-tuning report and plot, and a FID figure; a rerun remakes
+nothing, and after the picked pictures change it redoes only stage 4, step 5 and the FID."""
 
 import json
 import math
@@ -137,6 +137,19 @@ def test_a_fid_figure_is_printed_and_written(demo):
     assert saved["n_real"] == 12 and saved["n_generated"] == 14 and saved["dims"] == 64
 
 
+def test_step_5_fine_tunes_with_a_control_run_and_plots_the_per_class_ap(demo):
+    demo_dir, run = demo
+    finetune = demo_dir / "out" / "finetune"
+    assert re.search(r"^augmented vs control: AP [+-]\d+\.\d \(rare third: [+-]\d+\.\d\)$", run.stdout, re.MULTILINE)
+    assert re.search(r"^stage 5  augmented vs control: AP [+-]\d+\.\d ", run.stdout, re.MULTILINE)
+    for name in ("before", "augmented-seed0", "control-seed0"):
+        assert (finetune / "runs" / name / "metrics.json").is_file()
+    with Image.open(finetune / "per_class_ap.png") as plot:
+        plot.verify()
+        assert plot.format == "PNG"
+    assert (finetune / "per_class_ap.csv").is_file() and (finetune / "report.json").is_file()
+
+
 def test_a_rerun_remakes_nothing_and_a_new_pick_remakes_only_stage_4_and_the_fid(demo):
     demo_dir, _ = demo
     before = mtimes(demo_dir)
@@ -144,6 +157,7 @@ def test_a_rerun_remakes_nothing_and_a_new_pick_remakes_only_stage_4_and_the_fid
     assert rerun.stdout.count("generated 0, skipped as existing 7") == 2
     assert "drawn 0, skipped as existing 14" in rerun.stdout and "copied 0 pictures" in rerun.stdout
     assert "scored 0, reused 14 unchanged" in rerun.stdout
+    assert "reusing " + str(demo_dir / "out" / "finetune") in rerun.stdout
     assert "reusing" in rerun.stdout and "stage 4  annotations.json: 7 originals + 14 generated images" in rerun.stdout
     changed = {p for p, t in mtimes(demo_dir).items() if before.get(p) != t}
     assert {p.name for p in changed} <= {"manifest.jsonl"}  # stage 2 rebuilds it, with the same content
@@ -156,5 +170,5 @@ def test_a_rerun_remakes_nothing_and_a_new_pick_remakes_only_stage_4_and_the_fid
     assert "selected 14 generated images" in again.stdout and re.search(r"^FID \S+ ", again.stdout, re.MULTILINE)
     remade = {p.relative_to(demo_dir).as_posix() for p, t in mtimes(demo_dir).items()
               if before.get(p) != t and p.name != "manifest.jsonl"}
-    assert {"out/picked/generation/3_0101.png", "out/final/annotations.json", "out/fid.json"} <= remade
+    assert {"out/picked/generation/3_0101.png", "out/final/annotations.json", "out/fid.json", "out/finetune/report.json"} <= remade
     assert not any(p.startswith(("out/boxes/", "out/generation/", "out/inpainting/", "sample/", "models/")) for p in remade)

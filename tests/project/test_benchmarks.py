@@ -1,6 +1,7 @@
 """Benchmarks run at a tiny size: they work, and both sides of each comparison agree."""
 
 import json
+import re
 
 import pytest
 
@@ -134,3 +135,26 @@ def test_bench_review_smoke(tmp_path):
     page = next(line.split() for line in lines if line.strip().startswith("300 "))
     assert float(page[2]) > 0 and float(page[3]) > 0 and 0 < float(page[4]) < 60
     assert len(list((tmp_path / "page_300" / "boxes" / "review_data").glob("cards-*.js"))) == 1
+
+
+def test_bench_coco_eval_smoke():
+    result = run_script("benchmarks/bench_coco_eval.py", "--images", "30", "--detections-per-image", "20", "--repeat", "1")
+    assert result.returncode == 0, result.stderr
+    assert "30 images" in result.stdout and "600 detections" in result.stdout and "speed-up" in result.stdout
+    assert "same results: yes (6 summary values and 80 per-category APs" in result.stdout
+
+
+def test_bench_sampler_smoke():
+    result = run_script("benchmarks/bench_sampler.py", "--images", "3000", "--repeat", "1")
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines() if line.split()[:1] in (["natural"], ["repeat-factor"], ["dcl"])]
+    assert [row[0] for row in rows] == ["natural", "repeat-factor", "dcl"] and all(len(row) == 5 for row in rows)
+    assert "same category shares: yes" in result.stdout and "12 epochs (960 rows)" in result.stdout
+
+
+def test_bench_finetune_smoke(tmp_path):
+    result = run_script("benchmarks/bench_finetune.py", "--workdir", tmp_path, "--iters", "2", "--batch-sizes", "1,2",
+                        "--min-size", "64", "--max-size", "96", "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"--batch-size +1: +\d+\.\d+ training images/s", result.stdout)
+    assert re.search(r"batch 2 vs 1: x\d+\.\d+ images/s", result.stdout)

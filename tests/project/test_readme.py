@@ -17,7 +17,7 @@ README = "README.md"
 DOCUMENTS = [README, *sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md"))]
 README_MAX_LINES = 250
 STAGES = ["generate_prompt_blip2.py", "generate_image_gligen.py", "draw_bboxes.py",
-          "finalize_selected_images.py", "evaluate_fid.py"]
+          "finalize_selected_images.py", "finetune_detector.py", "evaluate_fid.py"]
 REPO_FOLDERS = ("scripts", "tests", "cocoaug", "benchmarks", "docs", ".ci")  # a path starting here is the repository's
 SHELL_BLOCKS = ("bash", "sh", "shell", "console")
 FLAG = re.compile(r"^(--?[A-Za-z][\w-]*)(=.*)?$")

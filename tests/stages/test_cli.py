@@ -15,7 +15,7 @@ from tests.helpers.scripts import ROOT, run_script
 from tests.helpers.stage_outputs import make_records
 
 SCRIPTS = ["generate_prompt_blip2.py", "generate_image_gligen.py", "draw_bboxes.py", "finalize_selected_images.py",
-           "evaluate_fid.py", "scripts/make_tiny_models.py", "scripts/make_sample_dataset.py", "scripts/make_random_fid_weights.py"]
+           "finetune_detector.py", "evaluate_fid.py", "scripts/make_tiny_models.py", "scripts/make_sample_dataset.py", "scripts/make_random_fid_weights.py"]
 # Flags defined once in cocoaug/cli.py: wherever a script has one, it is the same argument.
 SHARED = ["--images", "--annotations", "--records", "--generated", "--picked", "--output", "--model", "--device", "--dtype",
           "--batch-size", "--num-workers", "--limit", "--skip-missing", "--overwrite", "--debug"]
@@ -27,6 +27,7 @@ REQUIRED = {
     "draw_bboxes.py": ["-g", "G", "-p", "P", "-o", "O"],
     "finalize_selected_images.py": ["-a", "A", "--images", "I", "-g", "G", "--picked", "S", "-o", "O"],
     "evaluate_fid.py": ["-r", "R", "-g", "G"],
+    "finetune_detector.py": ["-d", "D", "-o", "O"],
 }
 OLD_SPELLINGS = {
     "generate_image_gligen.py": [("--prompts", "records")],
