@@ -581,8 +581,10 @@ def print_summary(summary: Counter):
 
 def main(args):
     """Select, caption, clean and write; --select-only stops after the selection."""
-    check_arguments(args)
     rank, world_size = distributed_rank()
+    if args.select_only and rank != 0:  # no captioning to share: the first process does it all
+        return
+    check_arguments(args)
     if args.resume and not args.select_only and rank == 0:
         log.info("%s holds an unfinished run: its captions are reused and its files written again", args.output)
     if rank == 0:
@@ -601,8 +603,6 @@ def main(args):
     if args.select_only:
         for record in records:  # as the full run would refuse them, without reading a file
             check_relative_name(record["file_name"])
-        if rank != 0:  # the first process writes the outputs
-            return
         write_records(args.output / "selection.json", records, csv=False)
         summary["written to selection.json"] = len(records)
         print_summary(summary)
