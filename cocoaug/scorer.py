@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cocoaug.errors import UserError
 from cocoaug.quality import Detection, padded_crop
-from cocoaug.runtime import HUB_ID, model_load_errors, resolve_device, resolve_dtype
+from cocoaug.runtime import HUB_ID, check_hub_reachable, model_load_errors, resolve_device, resolve_dtype
 
 DETECTOR_FAMILIES = {"owlv2": "owlv2", "owlvit": "owlv2", "grounding-dino": "grounding-dino"}
 GROUNDING_DINO_TEXT_THRESHOLD = 0.25  # a token belongs to a detection's label above this (the model's own default)
@@ -203,8 +203,13 @@ def safety_checker_of(model: str) -> str | None:
         return None
     from diffusers import DiffusionPipeline
 
-    with model_load_errors(model):
-        index = DiffusionPipeline.load_config(model)
+    try:
+        check_hub_reachable(model)
+        with model_load_errors(model):
+            index = DiffusionPipeline.load_config(model)
+    except UserError as exc:
+        raise UserError(f"cannot look for the generator's safety checker ({exc.message}); pass --safety-checker ID_OR_FOLDER "
+                        "or --no-safety-checker", model) from exc
     return model if (index.get("safety_checker") or [None])[-1] else None
 
 

@@ -294,7 +294,7 @@ def test_a_hub_model_offline_is_one_error_line(stage_outputs, tiny_models, tmp_p
 # ---------------------------------------------------------------- safety checker and long texts
 
 
-def set_manifest_model(mode_dir: Path, model: Path):
+def set_manifest_model(mode_dir: Path, model):
     """Say in the manifest that ``model`` made the pictures, as stage 2 records it."""
     path = mode_dir / "manifest.jsonl"
     entries = [orjson.loads(line) for line in path.read_bytes().splitlines()]
@@ -356,3 +356,15 @@ def test_an_owlv2_query_over_16_tokens_is_truncated_with_a_note(stage_outputs, t
     assert "1 OWLv2 query(s) are longer than the model's 16 tokens and are truncated" in result.stderr
     scores = read_scores(out / "generation")
     assert len(scores) == 2 and all(b["label"] == long_label for e in scores.values() for b in e["boxes"])
+
+
+def test_a_hub_generator_offline_is_one_error_line_naming_the_safety_checker_flags(stage_outputs, tiny_models, tmp_path):
+    out = copy_outputs(stage_outputs, tmp_path / "out")
+    set_manifest_model(out / "generation", "masterful/gligen-1-4-generation-text-box")
+    result = run_script(SCRIPT, *score_flags(out, tiny_models, "owlv2", "--mode", "generation"), timeout=600,
+                        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty_cache")})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot look for the generator's safety checker") and "--no-safety-checker" in last
+    assert last.endswith("(masterful/gligen-1-4-generation-text-box)")
+    assert not (out / "generation" / "scores.jsonl").exists()
