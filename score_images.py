@@ -199,9 +199,9 @@ def plan_pictures(mode: str, folder: Path, records_by_id: dict, limit: int | Non
     return pictures
 
 
-def assign_safety_checkers(pictures: list[Picture], args):
+def assign_safety_checkers(pictures: list[Picture], args, rank: int):
     """Give each picture its safety checker: --safety-checker, else its generator's own (the manifest's
-    ``model``), else none, which is said once per generator model; --no-safety-checker: none."""
+    ``model``), else none, which the first process says once per generator model; --no-safety-checker: none."""
     from cocoaug.scorer import safety_checker_of
 
     if args.no_safety_checker:
@@ -214,7 +214,7 @@ def assign_safety_checkers(pictures: list[Picture], args):
             continue
         if model not in found:
             found[model] = safety_checker_of(model) if model else None
-            if found[model] is None:
+            if found[model] is None and rank == 0:
                 log.warning("the generator model %s is not found here or has no safety_checker: its pictures are not checked "
                             "for NSFW content (--safety-checker names a checker)", model or "(not in the manifest)")
         picture.safety_checker = found[model]
@@ -413,7 +413,7 @@ def main(args):
     records = load_records(args.records)
     records_by_id = {record["image_id"]: record for record in records}
     pictures_by_mode = {mode: plan_pictures(mode, folder, records_by_id, args.limit) for mode, folder in folders.items()}
-    assign_safety_checkers([picture for pictures in pictures_by_mode.values() for picture in pictures], args)
+    assign_safety_checkers([picture for pictures in pictures_by_mode.values() for picture in pictures], args, rank)
 
     # 2. Find what needs the models: new or changed pictures, or all with --overwrite
     todo = {}
