@@ -199,13 +199,13 @@ def plan_pictures(mode: str, folder: Path, records_by_id: dict, limit: int | Non
     return pictures
 
 
-def assign_safety_checkers(pictures: list[Picture], args, rank: int):
+def assign_safety_checkers(pictures: list[Picture], args) -> list[str]:
     """Give each picture its safety checker: --safety-checker, else its generator's own (the manifest's
-    ``model``), else none, which the first process says once per generator model; --no-safety-checker: none."""
+    ``model``), else none; --no-safety-checker: none. Returns the generator models without one."""
     from cocoaug.scorer import safety_checker_of
 
     if args.no_safety_checker:
-        return
+        return []
     found: dict[str | None, str | None] = {}
     for picture in pictures:
         model = picture.entry.get("model")
@@ -214,10 +214,8 @@ def assign_safety_checkers(pictures: list[Picture], args, rank: int):
             continue
         if model not in found:
             found[model] = safety_checker_of(model) if model else None
-            if found[model] is None and rank == 0:
-                log.warning("the generator model %s is not found here or has no safety_checker: its pictures are not checked "
-                            "for NSFW content (--safety-checker names a checker)", model or "(not in the manifest)")
         picture.safety_checker = found[model]
+    return [model or "(not in the manifest)" for model, checker in found.items() if checker is None]
 
 
 def read_partial_scores(folder: Path) -> dict[str, dict]:
@@ -413,7 +411,7 @@ def main(args):
     records = load_records(args.records)
     records_by_id = {record["image_id"]: record for record in records}
     pictures_by_mode = {mode: plan_pictures(mode, folder, records_by_id, args.limit) for mode, folder in folders.items()}
-    assign_safety_checkers([picture for pictures in pictures_by_mode.values() for picture in pictures], args, rank)
+    unchecked = assign_safety_checkers([picture for pictures in pictures_by_mode.values() for picture in pictures], args)
 
     # 2. Find what needs the models: new or changed pictures, or all with --overwrite
     todo = {}
@@ -430,6 +428,9 @@ def main(args):
         from cocoaug.scorer import SafetyChecker, Scorer
 
         warn_truncated_texts([picture for pictures in todo.values() for picture in pictures], args)
+        if unchecked and rank == 0:
+            log.warning("the generator model(s) %s: not found here or without a safety_checker; their pictures are not checked "
+                        "for NSFW content (--safety-checker names a checker)", ", ".join(unchecked))
         scorer = Scorer.load(args.detector, args.clip_model, args.device, args.dtype,
                              stored_min_score=min(STORED_MIN_SCORE, thresholds.min_detector_score), max_detections=STORED_DETECTIONS)
         sources = {picture.safety_checker for pictures in todo.values() for picture in pictures} - {None}
