@@ -346,6 +346,19 @@ def generate(items: list[WorkItem], sampler, args, settings: dict, out_dir: Path
                 bar.update(len(batch))
 
 
+def warn_truncated_texts(items: list[WorkItem], model: str, phrase_template: str):
+    """Say, before any model loads, which prompts and phrases are longer than CLIP's token limit: they are truncated."""
+    from cocoaug.gligen_sampler import texts_over_token_limit
+
+    records = {item.record["image_id"]: item.record for item in items}.values()
+    for kind, texts in (("prompt", [prompt_for(r) for r in records]),
+                        ("phrase", [p for r in records for p in phrases_for(r, phrase_template)])):
+        overlong, limit = texts_over_token_limit(model, texts)
+        if overlong:
+            log.warning("%d %s(s) are longer than the text encoder's %d tokens and are truncated to them, e.g. %r",
+                        len(overlong), kind, limit, overlong[0][:120])
+
+
 def print_pictures_per_category(items: list[WorkItem], out_dir: Path):
     """Pictures of the run per category, present / planned (a multi-category picture counts for each of its categories)."""
     records = {item.record["image_id"]: item.record for item in items}
@@ -379,6 +392,7 @@ def main(args):
     read_sizes(todo)
 
     if todo:
+        warn_truncated_texts(todo, model, args.phrase_template)
         device = resolve_device(args.device)
         if device.type == "cuda" and device.index is None:
             device = resolve_device(f"cuda:{os.environ.get('LOCAL_RANK', '0')}")

@@ -6,11 +6,16 @@ Reads IMAGES_DIR and a COCO annotation file. Writes into OUT_DIR:
   selected/                         the originals of those records (relative paths kept) and
                                     selected/selected.json, a COCO file with their annotations
   blip2.partial.jsonl               captions as they are made: a rerun reuses them (resume)
+                                    (under torchrun, process N > 0 writes blip2.partial.rankN.jsonl,
+                                    which the first process folds into it at the end)
   selection.json                    with --select-only: the selected records, no captions
   plan.csv                          with --balance: pictures planned per category (docs/balance.md)
 
     python generate_prompt_blip2.py -i coco/train2017 -a coco/annotations/instances_train2017.json \\
         -o out --categories "kite,sports ball" --prompt "a photo of"
+
+Under torchrun / accelerate launch the processes split the captioning (every n-th image each)
+and the first one writes the outputs, the same as a one-process run's (docs/multi-gpu.md).
 
 To change which images are picked, edit `select_images`; to change how captions are cleaned,
 edit `post_process`. Both sit right below; most choices are also flags (--help). With
@@ -44,11 +49,13 @@ from cocoaug.paths import check_inside, check_relative_name, refuse_output_insid
 from cocoaug.progress import progress
 from cocoaug.records import MAX_VARIANTS, RECORD_FIELDS
 from cocoaug.schema import Id, PositiveInt
-from cocoaug.runtime import check_model_source, model_load_errors, resolve_device, resolve_dtype, run_cli
+from cocoaug.runtime import (barrier, check_model_source, distributed_rank, model_load_errors, resolve_device, resolve_dtype, run_cli,
+                             wait_for_all_processes)
 from cocoaug.scores import read_pass_rates
 
 log = logging.getLogger("generate_prompt_blip2")
 PARTIAL_NAME = "blip2.partial.jsonl"
+RANK_PARTIAL_GLOB = "blip2.partial.rank*.jsonl"  # the captions of process N > 0 of a torchrun, until folded in
 
 
 def select_images(images: pd.DataFrame, args) -> pd.Series:
@@ -179,7 +186,12 @@ def check_arguments(args):
 def resumable(output: Path) -> bool:
     """Whether OUT_DIR holds a full run that stopped before its last file (blip2_post.csv): its
     captions are in the partial file, and a rerun writes the other files again from them."""
-    return (output / PARTIAL_NAME).is_file() and not (output / "blip2_post.csv").exists()
+    return bool(partial_files(output)) and not (output / "blip2_post.csv").exists()
+
+
+def partial_files(output: Path) -> list[Path]:
+    """The caption cache and what processes of an interrupted torchrun left beside it."""
+    return [path for path in [output / PARTIAL_NAME, *sorted(output.glob(RANK_PARTIAL_GLOB))] if path.is_file()]
 
 
 def remove_stale_temp_files_of_stage(args):
@@ -390,6 +402,8 @@ def load_model(args):
     from transformers import AutoConfig, Blip2ForConditionalGeneration, Blip2Processor
 
     device = resolve_device(args.device)
+    if device.type == "cuda" and device.index is None:  # under torchrun, each process on the GPU of its LOCAL_RANK
+        device = resolve_device(f"cuda:{os.environ.get('LOCAL_RANK', '0')}")
     dtype = resolve_dtype(args.dtype, device)
     with model_load_errors(args.model):
         config = AutoConfig.from_pretrained(args.model)
@@ -431,31 +445,53 @@ class PartialCaption(msgspec.Struct):
     max_new_tokens: int
 
 
-def read_partial(path: Path, key: dict) -> dict:
+def read_partial(output: Path, key: dict) -> dict:
     """Captions of an interrupted run made with the same model, prompt and length, by image id
     (a last line cut short by a kill is dropped with a warning)."""
-    if not path.exists():
-        return {}
-    entries = read_jsonl(path, PARTIAL_NAME, PartialCaption, id_key="image_id")
+    entries = [entry for path in partial_files(output) for entry in read_jsonl(path, path.name, PartialCaption, id_key="image_id")]
     return {entry["image_id"]: entry for entry in entries if all(entry[k] == v for k, v in key.items())}
 
 
+def fold_rank_partials(output: Path):
+    """Append the captions of the other processes to the caption cache, then remove their files."""
+    others = sorted(output.glob(RANK_PARTIAL_GLOB))
+    if not others:
+        return
+    partial = output / PARTIAL_NAME
+    with naming_os_errors(partial), open_for_append(partial) as sink:
+        for path in others:
+            for entry in read_jsonl(path, path.name, PartialCaption, id_key="image_id"):
+                sink.write(orjson.dumps(entry) + b"\n")
+        sink.flush()
+        os.fsync(sink.fileno())
+    for path in others:
+        path.unlink()
+
+
 def caption_records(records, paths, args, summary) -> dict:
-    """Caption every record (reusing the partial file), appending each batch to it as it is made."""
+    """Caption every record (reusing the partial file), appending each batch to it as it is made.
+
+    Under torchrun each process captions every n-th record still to do into its own partial file;
+    the first one then folds the others' files into the cache and returns every caption.
+    """
     from torch.utils.data import DataLoader
-    partial = args.output / PARTIAL_NAME
+    rank, world_size = distributed_rank()
+    partial = args.output / (PARTIAL_NAME if rank == 0 else f"blip2.partial.rank{rank}.jsonl")
     key = {"model": args.model, "prompt": args.prompt, "max_new_tokens": args.max_new_tokens}
-    done = read_partial(partial, key)
+    done = read_partial(args.output, key)
     todo = [i for i, record in enumerate(records) if record["image_id"] not in done]
     summary["captions reused from " + PARTIAL_NAME] += len(records) - len(todo)
     summary.setdefault("captioned", 0)  # listed even when every caption is reused
+    barrier(world_size)  # every process has read the cache before any writes to it
+    todo = todo[rank::world_size]
     if todo:
         processor, model, device, dtype = load_model(args)
         files = ImageFiles([paths[i] for i in todo], [records[i]["image_id"] for i in todo])
         loader = DataLoader(files, batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=collate_images)
         args.output.mkdir(parents=True, exist_ok=True)
         # A write to an open file (or its flush at close) names no path: naming_os_errors has a full disk name the file.
-        with naming_os_errors(partial), open_for_append(partial) as sink, progress(total=len(todo), desc="captioning", unit="image") as bar:
+        desc = f"captioning (rank {rank})" if rank else "captioning"
+        with naming_os_errors(partial), open_for_append(partial) as sink, progress(total=len(todo), desc=desc, unit="image") as bar:
             for ids, images, errors in loader:
                 for image_id, error in zip(ids, errors):
                     if error and not args.skip_missing:
@@ -473,6 +509,15 @@ def caption_records(records, paths, args, summary) -> dict:
                 sink.flush()
                 os.fsync(sink.fileno())
                 bar.update(len(ids))
+    wait_for_all_processes(world_size)
+    if world_size > 1 and rank == 0:
+        fold_rank_partials(args.output)
+        made = read_partial(args.output, key)
+        summary["captioned"] += len(made) - len(done)
+        missing = sum(record["image_id"] not in made for record in records)
+        if missing:  # each process skipped its own unreadable images (only with --skip-missing)
+            summary["skipped: unreadable image"] = missing
+        done = made
     return done
 
 
@@ -535,10 +580,14 @@ def print_summary(summary: Counter):
 
 def main(args):
     """Select, caption, clean and write; --select-only stops after the selection."""
+    rank, world_size = distributed_rank()
+    if args.select_only and rank != 0:  # no captioning to share: the first process does it all
+        return
     check_arguments(args)
-    if args.resume and not args.select_only:
+    if args.resume and not args.select_only and rank == 0:
         log.info("%s holds an unfinished run: its captions are reused and its files written again", args.output)
-    remove_stale_temp_files_of_stage(args)
+    if rank == 0:
+        remove_stale_temp_files_of_stage(args)
     dataset = load_annotations(args.annotations, annotation_dicts=not args.select_only)
     table = image_table(dataset, args.categories)
     reasons = apply_limit(select_images(table, args), args.limit)
@@ -562,6 +611,9 @@ def main(args):
     records, paths = image_paths(records, args, summary)
     paths_by_id = {record["image_id"]: path for record, path in zip(records, paths)}
     captions = caption_records(records, paths, args, summary)
+    if rank != 0:  # the first process writes the outputs
+        print(f"rank {rank}: captioned {summary['captioned']}")
+        return
     raw = attach_captions(records, pixel_boxes, captions, summary)
     write_records(args.output / "blip2.json", raw)
     summary["written to blip2.json"] = len(raw)

@@ -6,7 +6,10 @@ queried with the record's labels, says whether each box holds its object (``foun
 objects of those labels were drawn outside every box (``extra_objects``), and CLIP scores each
 box's crop against "a photo of a {label}" (``region_clip``) and the picture against its prompt
 (``caption_clip``). A picture passes when every box is found, every ``region_clip`` reaches
-``--min-region-clip`` and there are at most ``--max-extra-objects`` extra objects. Writes
+``--min-region-clip`` and there are at most ``--max-extra-objects`` extra objects. When the
+generator's model (the manifest's ``model``) has a ``safety_checker``, as the GLIGEN repositories
+do, it runs on every picture as diffusers' pipeline would; a flagged picture fails with the
+reason ``nsfw`` (``--safety-checker PATH`` names another checker, ``--no-safety-checker`` runs none). Writes
 
 - ``OUT_DIR/<mode>/scores.jsonl``: one line per picture (format: ``cocoaug/scores.py``);
 - ``OUT_DIR/scores.csv``: one row per picture; ``OUT_DIR/score_summary.csv``: per category and mode;
@@ -86,6 +89,12 @@ def build_parser():
                         help="... and scoring at least this; also what counts as an extra object (default: 0.1 for OWLv2, 0.3 for Grounding DINO)")
     parser.add_argument("--min-region-clip", type=finite_float, default=0.21, help="lowest CLIP similarity of a box's crop to 'a photo of a {label}' (default 0.21)")
     parser.add_argument("--max-extra-objects", type=int, default=0, help="detections of the record's labels outside every box a picture may have (default 0)")
+    safety = parser.add_mutually_exclusive_group()
+    safety.add_argument("--safety-checker", metavar="ID_OR_FOLDER",
+                        help="Stable Diffusion safety checker to run on every picture: a pipeline (with safety_checker/ and "
+                             "feature_extractor/) or a folder of the checker and its preprocessor_config.json "
+                             "(default: the generator model's own, if it has one)")
+    safety.add_argument("--no-safety-checker", action="store_true", help="run no safety checker")
     add_batch_size(parser, 8, "pictures per detector batch, per process")
     add_device(parser)
     add_limit(parser, "score only the first N pictures (by file name) of each mode folder")
@@ -102,7 +111,7 @@ def check_args(args) -> Thresholds:
         raise UserError("must be between 0 and 1", f"--min-iou {args.min_iou}")
     if args.max_extra_objects < 0:
         raise UserError("must not be negative", f"--max-extra-objects {args.max_extra_objects}")
-    for model in (args.detector, args.clip_model):
+    for model in (args.detector, args.clip_model) + ((args.safety_checker,) if args.safety_checker else ()):
         check_model_source(model)
     family = detector_family(args.detector)
     if family is None and (Path(args.detector) / "config.json").is_file():
@@ -130,6 +139,7 @@ class Picture:
     entry: dict
     record: dict
     sha256: str = ""
+    safety_checker: str | None = None  # what judges it NSFW or not (see assign_safety_checkers)
 
     @property
     def file_name(self) -> str:
@@ -190,6 +200,25 @@ def plan_pictures(mode: str, folder: Path, records_by_id: dict, limit: int | Non
     return pictures
 
 
+def assign_safety_checkers(pictures: list[Picture], args) -> list[str]:
+    """Give each picture its safety checker: --safety-checker, else its generator's own (the manifest's
+    ``model``), else none; --no-safety-checker: none. Returns the generator models without one."""
+    from cocoaug.scorer import safety_checker_of
+
+    if args.no_safety_checker:
+        return []
+    found: dict[str | None, str | None] = {}
+    for picture in pictures:
+        model = picture.entry.get("model")
+        if args.safety_checker:
+            picture.safety_checker = args.safety_checker
+            continue
+        if model not in found:
+            found[model] = safety_checker_of(model) if model else None
+        picture.safety_checker = found[model]
+    return [model or "(not in the manifest)" for model, checker in found.items() if checker is None]
+
+
 def read_partial_scores(folder: Path) -> dict[str, dict]:
     """The pictures an interrupted run finished (its partial files, lines checked by ``ScoreEntry``);
     a last line cut short by a kill is dropped with a warning, and its picture is scored again."""
@@ -211,16 +240,32 @@ def is_current(stored: dict | None, picture: Picture, args, thresholds: Threshol
         return False
     same_boxes = [(b["label"], b["box"]) for b in stored["boxes"]] == list(zip(picture.record["labels"], picture.record["bbox"]))
     return (stored.get("sha256") == picture.sha256 and same_boxes and stored.get("detector") == args.detector
-            and stored.get("clip_model") == args.clip_model
+            and stored.get("clip_model") == args.clip_model and stored.get("safety_checker") == picture.safety_checker
             and stored.get("detections_min_score", 1.0) <= thresholds.min_detector_score)
+
+
+def warn_truncated_texts(pictures: list[Picture], args):
+    """Say, before any model loads, which OWLv2 queries and CLIP texts are longer than their model takes: they are truncated."""
+    from cocoaug.scorer import owl_query, texts_over_token_limit
+
+    labels = [label for picture in pictures for label in picture.record["labels"]]
+    checks = [("CLIP text", args.clip_model, [region_text(label) for label in labels] + [caption_text(p.entry) for p in pictures])]
+    if detector_family(args.detector) == "owlv2":
+        checks.insert(0, ("OWLv2 query", args.detector, [owl_query(label) for label in labels]))
+    for kind, model, texts in checks:
+        overlong, limit = texts_over_token_limit(model, texts)
+        if overlong:
+            log.warning("%d %s(s) are longer than the model's %d tokens and are truncated to them, e.g. %r",
+                        len(overlong), kind, limit, overlong[0][:120])
 
 
 def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def measure(pictures: list[Picture], scorer, args, partial_path: Path, rank: int):
-    """Run the models on ``pictures`` batch by batch, appending each finished picture to ``partial_path``."""
+def measure(pictures: list[Picture], scorer, safety_checkers: dict, args, partial_path: Path, rank: int):
+    """Run the models on ``pictures`` batch by batch, appending each finished picture to ``partial_path``;
+    ``safety_checkers`` holds a loaded SafetyChecker for each picture's ``safety_checker``."""
     from cocoaug.images import image_size, open_rgb
 
     by_size: dict[tuple[int, int], list[Picture]] = {}
@@ -237,15 +282,20 @@ def measure(pictures: list[Picture], scorer, args, partial_path: Path, rank: int
                 images = [open_rgb(picture.path) for picture in batch]
                 measured = scorer.measure(images, [p.record["bbox"] for p in batch], [p.record["labels"] for p in batch],
                                           [caption_text(p.entry) for p in batch])
-                for picture, result in zip(batch, measured):
-                    partial.write(orjson.dumps(raw_entry(picture, result, args.detector, args.clip_model)) + b"\n")
+                nsfw = {}
+                for source in {p.safety_checker for p in batch} - {None}:
+                    mine = [k for k, p in enumerate(batch) if p.safety_checker == source]
+                    nsfw.update(zip(mine, safety_checkers[source].flags([images[k] for k in mine])))
+                for k, (picture, result) in enumerate(zip(batch, measured)):
+                    entry = raw_entry(picture, result, args.detector, args.clip_model, nsfw.get(k))
+                    partial.write(orjson.dumps(entry) + b"\n")
                 partial.flush()
                 os.fsync(partial.fileno())
                 bar.update(len(batch))
 
 
-def raw_entry(picture: Picture, result, detector: str, clip_model: str) -> dict:
-    """A scores.jsonl line before judging: what the models measured."""
+def raw_entry(picture: Picture, result, detector: str, clip_model: str, nsfw: bool | None) -> dict:
+    """A scores.jsonl line before judging: what the models measured (``nsfw``: None when no safety checker ran)."""
     record = picture.record
     boxes = [{"label": label, "category_id": category_id, "box": box, "region_clip": clip}
              for label, category_id, box, clip in zip(record["labels"], record["category_ids"], record["bbox"], result.region_clips)]
@@ -256,6 +306,7 @@ def raw_entry(picture: Picture, result, detector: str, clip_model: str) -> dict:
         "detections": [{"label": d.label, "box": list(d.box), "score": d.score} for d in result.detections],
         "detections_min_score": result.detections_min_score,
         "detector": detector, "clip_model": clip_model,
+        **({"safety_checker": picture.safety_checker, "nsfw": nsfw} if nsfw is not None else {}),
     }
 
 
@@ -264,7 +315,7 @@ def judge_entries(entries: list[dict], thresholds: Thresholds) -> list[dict]:
     for entry in entries:
         detections = [Detection(d["label"], tuple(d["box"]), d["score"]) for d in entry["detections"]]
         verdict = judge([b["box"] for b in entry["boxes"]], [b["label"] for b in entry["boxes"]], detections,
-                        [b["region_clip"] for b in entry["boxes"]], thresholds)
+                        [b["region_clip"] for b in entry["boxes"]], thresholds, nsfw=entry.get("nsfw", False))
         for box, judged in zip(entry["boxes"], verdict.pop("boxes")):
             box.update(judged)
         entry.update(verdict)
@@ -338,7 +389,8 @@ def write_outputs(out_dir: Path, folders: dict[str, Path], thresholds: Threshold
     else:
         log.info("scores, summary and picks are up to date: nothing rewritten")
     print_summary(rows)
-    return {"pictures": len(every), "passed": sum(e["passed"] for e in every)}
+    return {"pictures": len(every), "passed": sum(e["passed"] for e in every), "checked": sum("nsfw" in e for e in every),
+            "nsfw": sum(bool(e.get("nsfw")) for e in every)}
 
 
 def remove_own_temp_files(out_dir: Path, folders: dict[str, Path]):
@@ -358,6 +410,7 @@ def main(args):
     records = load_records(args.records)
     records_by_id = {record["image_id"]: record for record in records}
     pictures_by_mode = {mode: plan_pictures(mode, folder, records_by_id, args.limit) for mode, folder in folders.items()}
+    unchecked = assign_safety_checkers([picture for pictures in pictures_by_mode.values() for picture in pictures], args)
 
     # 2. Find what needs the models: new or changed pictures, or all with --overwrite
     todo = {}
@@ -371,13 +424,20 @@ def main(args):
 
     # 3. Measure them, appending each batch to this process's partial file
     if any(todo.values()):
-        from cocoaug.scorer import Scorer
+        from cocoaug.scorer import SafetyChecker, Scorer
 
+        warn_truncated_texts([picture for pictures in todo.values() for picture in pictures], args)
+        if unchecked and rank == 0:
+            log.warning("the generator model(s) %s: not found here or without a safety_checker; their pictures are not checked "
+                        "for NSFW content (--safety-checker names a checker)", ", ".join(unchecked))
         scorer = Scorer.load(args.detector, args.clip_model, args.device, args.dtype,
                              stored_min_score=min(STORED_MIN_SCORE, thresholds.min_detector_score), max_detections=STORED_DETECTIONS)
+        sources = {picture.safety_checker for pictures in todo.values() for picture in pictures} - {None}
+        safety_checkers = {source: SafetyChecker(source, scorer.device, scorer.dtype) for source in sorted(sources)}
         for mode, pictures in todo.items():
             if pictures:
-                measure(pictures, scorer, args, check_inside(out_dir, folders[mode] / f"scores.partial.{rank}.jsonl"), rank)
+                partial_path = check_inside(out_dir, folders[mode] / f"scores.partial.{rank}.jsonl")
+                measure(pictures, scorer, safety_checkers, args, partial_path, rank)
 
     # 4. Judge everything stored with this run's thresholds and write the outputs (rank 0, after the others)
     wait_for_all_processes(world_size)
@@ -392,6 +452,8 @@ def main(args):
     planned = sum(len(p) for p in pictures_by_mode.values())
     print(f"{prefix}scored {scored}" + (f", reused {planned - scored} unchanged" if world_size == 1 else "")
           + f"; {totals['passed']} of {totals['pictures']} pictures passed -> {out_dir / PASSED_PICKS_FILE}")
+    if totals["checked"]:
+        print(f"safety checker: {totals['nsfw']} of {totals['checked']} checked pictures flagged (reason nsfw)")
 
 
 if __name__ == "__main__":

@@ -51,6 +51,18 @@ def native_size_of(model: str) -> int:
     return unet_config["sample_size"] * 2 ** (len(vae_config["block_out_channels"]) - 1)
 
 
+def texts_over_token_limit(model: str, texts: list[str]) -> tuple[list[str], int]:
+    """The texts longer than the checkpoint's CLIP tokenizer takes (77 tokens with its start and end
+    tokens), which the sampler truncates, and that limit; reads only the tokenizer."""
+    from transformers import CLIPTokenizer
+
+    with model_load_errors(model):
+        tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer")
+    unique = list(dict.fromkeys(texts))
+    lengths = [len(ids) for ids in tokenizer(unique)["input_ids"]] if unique else []
+    return [text for text, length in zip(unique, lengths) if length > tokenizer.model_max_length], tokenizer.model_max_length
+
+
 @dataclass
 class GligenComponents:
     """The pieces of a GLIGEN checkpoint, loaded once and shared by every batch."""
@@ -208,7 +220,9 @@ class GligenSampler:
         """The UNet's ``gligen`` inputs: per image 30 boxes, phrase embeddings and a mask of real objects."""
         encoder, device = self.c.text_encoder, self.c.text_encoder.device
         phrases = [p for r in requests for p in r.phrases]
-        tokens = self.c.tokenizer(phrases, padding=True, return_tensors="pt").to(device)
+        # diffusers' pipeline fails on a phrase over 77 tokens; here it is cut, as prompts are (stage 2 says which).
+        tokens = self.c.tokenizer(phrases, padding=True, truncation=True, max_length=self.c.tokenizer.model_max_length,
+                                  return_tensors="pt").to(device)
         pooled = encoder(**tokens).pooler_output  # one CLIP embedding per phrase
 
         batch, dim = len(requests), self.c.unet.config.cross_attention_dim

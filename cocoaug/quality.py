@@ -126,14 +126,20 @@ def percentiles(values) -> np.ndarray:
     return np.searchsorted(ordered, values, side="right") / values.size
 
 
-def judge(boxes, labels: list[str], detections: list[Detection], region_clips: list[float], thresholds: Thresholds) -> dict:
-    """The per-box and per-picture verdict of one picture (everything except the percentiles).
+NSFW_REASON = "nsfw"  # the reason of a picture the generator's safety checker flagged
+
+
+def judge(boxes, labels: list[str], detections: list[Detection], region_clips: list[float], thresholds: Thresholds,
+          nsfw: bool = False) -> dict:
+    """The per-box and per-picture verdict of one picture (everything except the percentiles); a picture
+    the safety checker flagged (``nsfw``) fails, with the reason "nsfw" first.
 
     Returns ``{"boxes": [{"found", "best_iou", "detector_score"}, ...], "box_recall",
     "min_region_clip", "extra_objects", "passed", "reasons"}``.
     """
     matches, extra_objects = match_boxes(boxes, labels, detections, thresholds.min_iou, thresholds.min_detector_score)
-    reasons = [f"box {i} ({label}) not found" for i, (label, match) in enumerate(zip(labels, matches)) if not match.found]
+    reasons = [NSFW_REASON] if nsfw else []
+    reasons += [f"box {i} ({label}) not found" for i, (label, match) in enumerate(zip(labels, matches)) if not match.found]
     reasons += [f"box {i} ({label}) region_clip {clip:.3f} < {thresholds.min_region_clip}"
                 for i, (label, clip) in enumerate(zip(labels, region_clips)) if clip < thresholds.min_region_clip]
     if extra_objects > thresholds.max_extra_objects:

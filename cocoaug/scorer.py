@@ -1,15 +1,17 @@
 """The models of ``score_images.py``: an open-vocabulary detector (OWLv2 or Grounding DINO) and
-CLIP, loaded with transformers' auto classes and run in batches. What they measure is judged by
-``cocoaug.quality``; ``benchmarks/bench_score.py`` runs the same calls one box at a time."""
+CLIP, loaded with transformers' auto classes and run in batches, and the generator's safety checker.
+What they measure is judged by ``cocoaug.quality``; ``benchmarks/bench_score.py`` runs the same
+calls one box at a time."""
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from cocoaug.errors import UserError
 from cocoaug.quality import Detection, padded_crop
-from cocoaug.runtime import model_load_errors, resolve_device, resolve_dtype
+from cocoaug.runtime import HUB_ID, check_hub_reachable, model_load_errors, resolve_device, resolve_dtype
 
 DETECTOR_FAMILIES = {"owlv2": "owlv2", "owlvit": "owlv2", "grounding-dino": "grounding-dino"}
 GROUNDING_DINO_TEXT_THRESHOLD = 0.25  # a token belongs to a detection's label above this (the model's own default)
@@ -30,6 +32,18 @@ def detector_family(detector: str) -> str | None:
 def owl_query(label: str) -> str:
     """OWLv2's text query for a label (the prompt its ensemble checkpoint was tuned with)."""
     return f"a photo of a {label}"
+
+
+def texts_over_token_limit(model: str, texts: list[str]) -> tuple[list[str], int]:
+    """The texts longer than ``model``'s tokenizer takes (OWLv2: 16 tokens, CLIP: 77, with the start and end
+    tokens), which are truncated, and that limit; reads only the tokenizer."""
+    from transformers import AutoTokenizer
+
+    with model_load_errors(model):
+        tokenizer = AutoTokenizer.from_pretrained(model)
+    unique = list(dict.fromkeys(texts))
+    lengths = [len(ids) for ids in tokenizer(unique)["input_ids"]] if unique else []
+    return [text for text, length in zip(unique, lengths) if length > tokenizer.model_max_length], tokenizer.model_max_length
 
 
 def grounding_text(labels: list[str]) -> str:
@@ -115,7 +129,9 @@ class Scorer:
         sizes = [(image.height, image.width) for image in images]
         if self.family == "owlv2":
             queries = [[owl_query(label) for label in labels] for labels in unique_labels]
-            inputs = self.detector_processor(text=queries, images=images, return_tensors="pt")
+            # OWLv2 reads 16 tokens: a longer query (a label of about 10 words) is cut (score_images.py says which).
+            inputs = self.detector_processor(text=queries, images=images, return_tensors="pt", truncation=True,
+                                             max_length=self.detector.config.text_config.max_position_embeddings)
             # The processor pads short query lists with " "; OWLv2 ignores a query whose first token id is 0.
             most = max(len(q) for q in queries)
             for i, q in enumerate(queries):
@@ -175,3 +191,54 @@ class Scorer:
 def _pooled(output):
     # transformers 5 returns a model output whose pooler_output is the projected embedding; 4.x a tensor.
     return output if hasattr(output, "shape") else output.pooler_output
+
+
+def safety_checker_of(model: str) -> str | None:
+    """``model`` itself when it is a pipeline folder or hub repository with a ``safety_checker`` (as the
+    GLIGEN repositories are), else None; a hub repository is asked through its model_index.json."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return model if (path / "safety_checker" / "config.json").is_file() else None
+    if not HUB_ID.match(model):
+        return None
+    from diffusers import DiffusionPipeline
+
+    try:
+        check_hub_reachable(model)
+        with model_load_errors(model):
+            index = DiffusionPipeline.load_config(model)
+    except UserError as exc:
+        raise UserError(f"cannot look for the generator's safety checker ({exc.message}); pass --safety-checker ID_OR_FOLDER "
+                        "or --no-safety-checker", model) from exc
+    return model if (index.get("safety_checker") or [None])[-1] else None
+
+
+class SafetyChecker:
+    """Stable Diffusion's safety checker (``StableDiffusionSafetyChecker`` and its ``CLIPImageProcessor``), as
+    diffusers' pipelines run it after decoding: ``flags(images)`` says which pictures it flags as NSFW.
+
+    ``source`` is a pipeline folder or hub id with ``safety_checker/`` and ``feature_extractor/``, or a
+    folder holding the checker's ``config.json`` and the processor's ``preprocessor_config.json`` itself.
+    """
+
+    def __init__(self, source: str, device, dtype):
+        from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+        from transformers import CLIPImageProcessor
+
+        path = Path(source).expanduser()
+        pipeline_layout = not path.is_dir() or (path / "safety_checker").is_dir()
+        with model_load_errors(source):
+            self.checker = StableDiffusionSafetyChecker.from_pretrained(
+                source, subfolder="safety_checker" if pipeline_layout else "", dtype=dtype).to(device).eval()
+            self.feature_extractor = CLIPImageProcessor.from_pretrained(source, subfolder="feature_extractor" if pipeline_layout else "")
+        self.device, self.dtype = device, dtype
+        # Its warning speaks of the black pictures a pipeline returns; here a flagged picture fails with reason "nsfw".
+        logging.getLogger("diffusers.pipelines.stable_diffusion.safety_checker").setLevel(logging.ERROR)
+
+    def flags(self, images) -> list[bool]:
+        """Whether each picture (PIL, RGB) is flagged."""
+        import numpy as np
+
+        clip_input = self.feature_extractor(images, return_tensors="pt").pixel_values.to(self.device, self.dtype)
+        _, flagged = self.checker(clip_input=clip_input, images=[np.asarray(image) for image in images])
+        return [bool(flag) for flag in flagged]

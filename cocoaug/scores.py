@@ -15,9 +15,11 @@
      "detections": [{"label": "dog", "box": [x0, y0, x1, y1], "score": 0.42}, ...],
      "detections_min_score": 0.05,                  # every detection scoring above it is listed
      "detector": "google/owlv2-base-patch16-ensemble",
-     "clip_model": "openai/clip-vit-large-patch14"}
+     "clip_model": "openai/clip-vit-large-patch14",
+     "safety_checker": "masterful/gligen-1-4-generation-text-box",   # absent when none ran
+     "nsfw": false}                                 # true: the safety checker flagged it (reason "nsfw")
 
-``region_clip``, ``caption_clip`` and ``detections`` are what the models measured; the other
+``region_clip``, ``caption_clip``, ``detections`` and ``nsfw`` are what the models measured; the other
 fields are judged from them (``cocoaug.quality``), so new thresholds re-judge a file with no
 model. A run that is killed leaves the pictures it finished in ``<mode>/scores.partial.<rank>.jsonl``
 (same lines, not judged), which the next run folds into ``scores.jsonl``.
@@ -87,6 +89,8 @@ class ScoreEntry(msgspec.Struct, omit_defaults=True):
     detections_min_score: FiniteFloat = msgspec.UNSET
     detector: str = msgspec.UNSET
     clip_model: str = msgspec.UNSET
+    safety_checker: str = msgspec.UNSET
+    nsfw: bool = msgspec.UNSET
     box_recall: FiniteFloat = msgspec.UNSET
     min_region_clip: FiniteFloat | None = msgspec.UNSET
     extra_objects: Id = msgspec.UNSET

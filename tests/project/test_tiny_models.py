@@ -21,6 +21,12 @@ def test_blip2_captions_a_batch_like_the_hub_checkpoint(tiny_models):
     # The image token as transformers expects it: in the tokenizer and known to the model.
     assert model.config.image_token_index == processor.tokenizer.convert_tokens_to_ids("<image>")
     assert processor.tokenizer.padding_side == "left"
+    # Salesforce/blip2-opt-2.7b's structure: 32 query tokens, <image> = 50265, 50304 embedding rows, stop at "\n" (50118).
+    assert model.config.num_query_tokens == processor.num_query_tokens == 32
+    assert model.config.image_token_index == 50265 and len(processor.tokenizer) == 50266
+    assert model.config.text_config.vocab_size == 50304 and model.language_model.get_input_embeddings().num_embeddings == 50304
+    assert model.generation_config.eos_token_id == 50118 and processor.tokenizer.decode([50118]) == "\n"
+    assert [processor.tokenizer.convert_tokens_to_ids(t) for t in ("<s>", "<pad>", "</s>", "<unk>")] == [0, 1, 2, 3]
     images = [Image.new("RGB", (40, 30), (200, 30, 30)), Image.new("RGB", (64, 64), (10, 120, 240))]
     inputs = processor(images=images, text=["a photo of", "a photo of"], return_tensors="pt", padding=True)
     assert inputs["pixel_values"].shape == (2, 3, 32, 32)
@@ -42,6 +48,7 @@ def test_the_tokenizers_are_real_byte_level_bpe(tiny_models):
 
     clip = CLIPTokenizer.from_pretrained(tiny_models / "gligen-generation" / "tokenizer")
     assert clip.model_max_length == 77
+    assert (len(clip), clip.bos_token_id, clip.eos_token_id, clip.pad_token_id) == (49408, 49406, 49407, 49407)  # openai CLIP's ids
     ids = clip("a cat sitting on a couch", padding="max_length", max_length=77)["input_ids"]
     assert len(ids) == 77 and ids[0] == clip.bos_token_id
     assert clip.decode(ids, skip_special_tokens=True).strip() == "a cat sitting on a couch"
@@ -66,6 +73,12 @@ def test_gligen_folders_have_the_hub_layout_and_run(tiny_models, mode, in_channe
     assert isinstance(scheduler, SchedulerMixin) and scheduler.config.beta_schedule == "scaled_linear"
     assert unet.config.attention_type == "gated" and unet.config.in_channels == in_channels
     assert text_encoder.config.hidden_size == unet.config.cross_attention_dim
+    # SD-1.4's layout: the VAE's factor 8 and three downsamplings in the UNet.
+    assert 2 ** (len(vae.config.block_out_channels) - 1) == 8
+    assert sum(block.downsamplers is not None for block in unet.down_blocks) == 3
+    assert text_encoder.config.eos_token_id == 2  # the hub config's legacy id: transformers pools at the highest token id
+    assert scheduler.config.skip_prk_steps and scheduler.config.steps_offset == 1
+    assert index["safety_checker"] == ["stable_diffusion", "StableDiffusionSafetyChecker"]
 
     with torch.no_grad():
         tokens = tokenizer(["a kite in the sky", "kite"], padding="max_length", max_length=77, return_tensors="pt")
@@ -85,7 +98,24 @@ def test_gligen_folders_have_the_hub_layout_and_run(tiny_models, mode, in_channe
         assert noise_pred.shape == (1, 4, latent_size, latent_size)
         assert torch.isfinite(noise_pred).all()
         picture = vae.decode(noise_pred / vae.config.scaling_factor).sample
-        assert picture.shape == (1, 3, 2 * latent_size, 2 * latent_size)
+        assert picture.shape == (1, 3, 8 * latent_size, 8 * latent_size)
+        # An odd latent size (a 56x40 picture: 7x5 latents) takes the UNet's resize path and keeps its size.
+        odd = torch.randn(1, in_channels, 5, 7, generator=torch.Generator().manual_seed(0))
+        assert unet(odd, 10, encoder_hidden_states=prompt_embeds, cross_attention_kwargs=gligen).sample.shape == (1, 4, 5, 7)
+
+
+@pytest.mark.parametrize("folder, flagged", [("gligen-generation/safety_checker", False), ("safety-checker-flags-all", True)])
+def test_safety_checkers_flag_nothing_or_everything(tiny_models, folder, flagged):
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPImageProcessor
+
+    checker = StableDiffusionSafetyChecker.from_pretrained(tiny_models / folder).eval()
+    processor_folder = tiny_models / ("gligen-generation/feature_extractor" if flagged is False else folder)
+    feature_extractor = CLIPImageProcessor.from_pretrained(processor_folder)
+    images = [Image.fromarray(np.random.default_rng(i).integers(0, 255, (40, 56, 3), dtype=np.uint8)) for i in range(3)]
+    clip_input = feature_extractor(images, return_tensors="pt").pixel_values
+    _, has_nsfw = checker(clip_input=clip_input, images=[np.asarray(image) for image in images])
+    assert has_nsfw == [flagged] * 3
 
 
 def test_same_seed_same_files_and_a_rerun_reuses_them(tiny_models, tmp_path):
@@ -100,11 +130,11 @@ def test_same_seed_same_files_and_a_rerun_reuses_them(tiny_models, tmp_path):
     weights = tmp_path / "blip2" / "model.safetensors"
     stamp = weights.stat().st_mtime_ns
     result = run_script(SCRIPT, tmp_path)
-    assert result.returncode == 0 and result.stdout.count("reused") == 6
+    assert result.returncode == 0 and result.stdout.count("reused") == 7
     assert weights.stat().st_mtime_ns == stamp
 
     result = run_script(SCRIPT, tmp_path, "--overwrite")
-    assert result.returncode == 0 and result.stdout.count("wrote") == 6
+    assert result.returncode == 0 and result.stdout.count("wrote") == 7
     assert weights.stat().st_mtime_ns != stamp
     assert weights.read_bytes() == (tiny_models / "blip2" / "model.safetensors").read_bytes()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left behind
@@ -158,6 +188,7 @@ def test_detectors_load_as_zero_shot_detectors_and_detect(tiny_models, name, mod
     if name == "owlv2":
         inputs = processor(text=[["a photo of a kite", "a photo of a ball"]], images=[image], return_tensors="pt")
         assert inputs["input_ids"].shape == (2, 16)  # queries padded to 16 tokens, as the hub checkpoint's
+        assert model.config.text_config.max_position_embeddings == 16 and processor.image_processor.do_pad  # pad to square
     else:
         inputs = processor(text=["kite. ball."], images=[image], return_tensors="pt")
         tokens = processor.tokenizer.convert_ids_to_tokens(inputs["input_ids"][0])

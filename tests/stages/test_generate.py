@@ -438,3 +438,20 @@ def test_an_interrupted_run_leaves_whole_files_and_resumes(tmp_path, tiny_models
     assert f"generated {len(pictures) - len(done)}, skipped as existing {len(done)}" in again.stdout
     assert sorted(os.listdir(folder)) == sorted([f"3_{i:04d}.png" for i in pictures] + ["manifest.jsonl"])
     assert len(read_manifest(folder)) == len(pictures)
+
+
+def test_a_phrase_over_77_clip_tokens_is_truncated_with_a_note(tiny_models, tmp_path, capsys, caplog):
+    images, prompts = write_inputs(tmp_path, {1: ("land.jpg", 56, 40)})
+    caption = "a brown dog lying on the floor next to a cat looking out of a window while a person throws a red ball to a dog in a park"
+    records = json.loads(prompts.read_text())
+    prompts.write_text(json.dumps([{**records[0], "generated_text": caption}]))
+    code, _, err = run_here(["--mode", "generation", "-i", images, "-p", prompts, "-o", tmp_path / "out", "--model",
+                             tiny_models / "gligen-generation", *STAGE2_FAST, "--phrase-template", "{caption} {caption} {caption}"], capsys)
+    assert code == 0, err
+    assert "1 phrase(s) are longer than the text encoder's 77 tokens and are truncated to them" in caplog.text
+    assert "prompt(s)" not in caplog.text  # the caption alone fits
+    entry = read_manifest(tmp_path / "out" / "generation")["3_0001.png"]
+    assert entry["phrases"] == [f"{caption} {caption} {caption}"] * 2  # the manifest keeps what was asked
+    with Image.open(tmp_path / "out" / "generation" / "3_0001.png") as image:
+        assert image.size == (56, 40)
+    assert entry["working_size"] == [72, 56]  # 9x7 latents: odd sizes, the UNet's resize path

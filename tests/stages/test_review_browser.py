@@ -560,3 +560,22 @@ def test_serve_prints_only_its_address_and_the_file_page_points_there(browser, r
     page, _ = open_page(browser, (boxes / "review.html").as_uri())
     page.wait_for_timeout(200)
     assert page.locator("#banner").is_hidden()
+
+
+def test_a_picture_the_safety_checker_flagged_is_blurred_until_clicked(browser, tmp_path):
+    record = {"image_id": 7, "file_name": "7.jpg", "category_id": 1, "category_ids": [1], "labels": ["kite"],
+              "bbox": [[0.1, 0.1, 0.5, 0.5]], "generated_text": "a kite"}
+    scores = {"1_0007_0.png": {"passed": False, "reasons": ["nsfw"], "boxes": [{"found": True, "region_clip": 0.3}], "nsfw": True},
+              "1_0007_1.png": {"passed": True, "reasons": [], "boxes": [{"found": True, "region_clip": 0.3}], "nsfw": False}}
+    pictures = [ReviewPicture("generation", name, 7, k, score) for k, (name, score) in enumerate(scores.items())]
+    boxes = tmp_path / "boxes"
+    write_review_page(boxes, page_data(pictures, {7: record}, generated_dir=tmp_path, boxes_dir=boxes, clean_dirs={}))
+    page, errors = open_page(browser, (boxes / "review.html").as_uri())
+    flagged = page.locator("figure[data-key='generation/1_0007_0.png'] img")
+    assert flagged.get_attribute("class") == "nsfw" and "blur" in flagged.evaluate("(img) => getComputedStyle(img).filter")
+    assert page.locator("figure[data-key='generation/1_0007_1.png'] img").evaluate("(img) => getComputedStyle(img).filter") == "none"
+    flagged.click()
+    assert flagged.evaluate("(img) => getComputedStyle(img).filter") == "none"
+    assert decisions(page) == {}  # a click shows the picture; it decides nothing
+    page.keyboard.press("]")  # a re-render keeps it shown
+    assert not page.locator("img.nsfw").count() and not errors

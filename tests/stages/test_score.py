@@ -2,6 +2,7 @@
 SIGKILL, batch size and process count that do not change the scores, thresholds that re-judge
 with no model, and one-line errors for bad input."""
 
+import csv
 import os
 import shutil
 import signal
@@ -287,4 +288,83 @@ def test_a_hub_model_offline_is_one_error_line(stage_outputs, tiny_models, tmp_p
     assert result.returncode == 2 and "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: cannot load the model") and last.endswith("(google/owlv2-base-patch16-ensemble)")
+    assert not (out / "generation" / "scores.jsonl").exists()
+
+
+# ---------------------------------------------------------------- safety checker and long texts
+
+
+def set_manifest_model(mode_dir: Path, model):
+    """Say in the manifest that ``model`` made the pictures, as stage 2 records it."""
+    path = mode_dir / "manifest.jsonl"
+    entries = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    path.write_bytes(b"".join(orjson.dumps({**entry, "model": str(model)}) + b"\n" for entry in entries))
+
+
+def test_the_generators_safety_checker_runs_and_a_flagged_picture_fails_with_nsfw(stage_outputs, tiny_models, tmp_path):
+    out = copy_outputs(stage_outputs, tmp_path / "out")
+    generator = tiny_models / "gligen-generation"
+    set_manifest_model(out / "generation", generator)
+    flags = score_flags(out, tiny_models, "owlv2", "--mode", "generation", *LENIENT)
+
+    result = run_score(*flags)  # the generator's own checker, which flags nothing
+    assert result.returncode == 0, result.stderr
+    scores = read_scores(out / "generation")
+    assert len(scores) == 8 and all(e["nsfw"] is False and e["safety_checker"] == str(generator) for e in scores.values())
+    assert "safety checker: 0 of 8 checked pictures flagged" in result.stdout
+    passed = {name for name, e in scores.items() if e["passed"]}
+    assert passed
+
+    result = run_score(*flags, "--safety-checker", tiny_models / "safety-checker-flags-all")
+    assert result.returncode == 0, result.stderr
+    assert "scored 8, reused 0" in result.stdout  # another checker: measured again
+    assert "safety checker: 8 of 8 checked pictures flagged" in result.stdout
+    flagged = read_scores(out / "generation")
+    assert all(e["nsfw"] is True and e["reasons"][0] == "nsfw" and not e["passed"] for e in flagged.values())
+    assert read_picks(out / "picks_passed.json").picks == []
+    with open(out / "scores.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 8 and all(row["passed"] == "False" and orjson.loads(row["reasons"])[0] == "nsfw" for row in rows)
+
+    result = run_score(*flags, "--no-safety-checker")
+    assert result.returncode == 0, result.stderr
+    unchecked = read_scores(out / "generation")
+    assert not any("nsfw" in e or "safety_checker" in e for e in unchecked.values())
+    assert {name for name, e in unchecked.items() if e["passed"]} == passed and "safety checker" not in result.stdout
+
+    result = run_score(*flags, "--safety-checker", tmp_path / "no-such-checker")
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == f"error: model folder does not exist ({tmp_path / 'no-such-checker'})"
+
+
+def test_a_generator_without_a_safety_checker_is_said_once(stage_outputs, tiny_models, tmp_path):
+    out = copy_outputs(stage_outputs, tmp_path / "out")  # the manifest's model, "tiny", is no folder here
+    result = run_score(*score_flags(out, tiny_models, "owlv2", "--mode", "generation", "--limit", "1"))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("the generator model(s) tiny: not found here or without a safety_checker") == 1
+    assert not any("nsfw" in e for e in read_scores(out / "generation").values())
+
+
+def test_an_owlv2_query_over_16_tokens_is_truncated_with_a_note(stage_outputs, tiny_models, tmp_path):
+    out = copy_outputs(stage_outputs, tmp_path / "out")
+    records = orjson.loads((out / "blip2_post.json").read_bytes())
+    long_label = "very large brown and white spotted dog with a red collar sitting quietly"  # 13 words: over 16 tokens
+    records = [{**r, "labels": [long_label] * len(r["labels"]), "label": long_label} for r in records]
+    (out / "blip2_post.json").write_bytes(orjson.dumps(records))
+    result = run_score(*score_flags(out, tiny_models, "owlv2", "--mode", "generation", "--limit", "2"))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "1 OWLv2 query(s) are longer than the model's 16 tokens and are truncated" in result.stderr
+    scores = read_scores(out / "generation")
+    assert len(scores) == 2 and all(b["label"] == long_label for e in scores.values() for b in e["boxes"])
+
+
+def test_a_hub_generator_offline_is_one_error_line_naming_the_safety_checker_flags(stage_outputs, tiny_models, tmp_path):
+    out = copy_outputs(stage_outputs, tmp_path / "out")
+    set_manifest_model(out / "generation", "masterful/gligen-1-4-generation-text-box")
+    result = run_script(SCRIPT, *score_flags(out, tiny_models, "owlv2", "--mode", "generation"), timeout=600,
+                        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty_cache")})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot look for the generator's safety checker") and "--no-safety-checker" in last
+    assert last.endswith("(masterful/gligen-1-4-generation-text-box)")
     assert not (out / "generation" / "scores.jsonl").exists()

@@ -97,3 +97,8 @@ def test_pass_rule_names_every_failed_rule():
 
     lenient = Thresholds(min_region_clip=0.2, max_extra_objects=1)
     assert judge(boxes, labels, extra_dog, [0.20, 0.30], lenient)["passed"]
+
+    # The safety checker's flag fails an otherwise perfect picture, and comes first.
+    flagged = judge(boxes, labels, found_both, [0.25, 0.30], Thresholds(), nsfw=True)
+    assert not flagged["passed"] and flagged["reasons"] == ["nsfw"] and flagged["box_recall"] == 1.0
+    assert judge(boxes, labels, found_both, [0.20, 0.30], Thresholds(), nsfw=True)["reasons"] == ["nsfw", "box 0 (dog) region_clip 0.200 < 0.21"]
