@@ -1,7 +1,9 @@
 # Set-up commands. Each creates or reuses the virtualenv .venv at the repository root and installs
 # requirements.txt and requirements-test.txt into it (pyproject.toml reads its dependencies from
 # them). pip keeps a torch already installed that satisfies requirements.txt: on a machine without
-# an NVIDIA GPU, install the CPU-only wheel first (README.md, "Set up").
+# an NVIDIA GPU, install the CPU-only wheel first (README.md, "Set up"). The install ends with
+# scripts/check_setup.py (torch, torchvision and transformers load together): on a mismatch it
+# prints the fixing command and setup fails, so the next `make setup` installs and checks again.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -15,6 +17,7 @@ $(VENV)/.installed: requirements.txt requirements-test.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt -r requirements-test.txt
+	$(PY) scripts/check_setup.py
 	touch $@
 
 # Every test but the browser ones, the end-to-end ones (tests/e2e/, marked slow) included; pytest's
