@@ -19,7 +19,7 @@ import generate_image_gligen as stage
 from cocoaug.generated import MAX_OBJECTS, image_seed, read_manifest, read_png_entry, save_generated_png
 from cocoaug.gligen_sampler import keep_mask_from_boxes
 from cocoaug.runtime import run_cli
-from tests.helpers.scripts import ROOT, run_script
+from tests.helpers.scripts import ROOT, run_python, run_script
 from tests.helpers.stage_inputs import BOXES, PICTURES, STAGE2_FAST, stage1_record, write_inputs
 
 SCRIPT = "generate_image_gligen.py"
@@ -171,6 +171,22 @@ def test_manifest_lists_every_image_with_what_made_it(inpainted, inputs):
         "resolution": 64, "run_seed": 0, "keep_background": True, "feather": 2.0,
     }
     assert entry["model"].endswith("gligen-inpainting")
+
+
+def test_a_rerun_with_every_picture_made_says_so_without_importing_torch(inpainted, inputs, tiny_models):
+    """The rerun of a finished run ends in a second: no torch, no diffusers (python -X importtime lists what loads)."""
+    folder, _ = inpainted
+    images, prompts = inputs
+    before = {p.name: p.read_bytes() for p in folder.glob("*.png")}
+    result = run_python("-X", "importtime", ROOT / SCRIPT, "--mode", "inpainting", "-i", images, "-p", prompts, "-o", folder.parent,
+                        "--model", tiny_models / "gligen-inpainting", *STAGE2_FAST, "--batch-size", "3", "--feather", "2")
+    assert result.returncode == 0, result.stderr
+    assert "every picture of this run exists: nothing to make, no model loaded" in result.stderr
+    assert "generated 0, skipped as existing 4" in result.stdout
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert {"PIL.Image", "cocoaug.generated"} <= imported  # the import log is complete
+    assert not imported & {"torch", "diffusers", "transformers"}
+    assert before == {p.name: p.read_bytes() for p in folder.glob("*.png")}
 
 
 def test_a_rerun_keeps_existing_images_and_overwrite_remakes_them(inpainted, inputs, tiny_models, capsys):
