@@ -118,3 +118,13 @@ def test_bench_score_full_size_path_smoke(tmp_path, sample_dataset, tiny_models)
     workdir = shared_inputs(tmp_path / "work", sample_dataset, tiny_models)
     out = run_bench("bench_score.py", workdir, "--full-size", "--configs", configs, "--images", 3, "--batch-size", 2)
     assert "OWLv2 base patch16 + CLIP ViT-L/14" in out and "same scores: yes (3 pictures" in out
+
+
+def test_bench_resume_smoke(tmp_path):
+    result = run_script("benchmarks/bench_resume.py", "--pictures", "20,60", "--labels", 50, "--repeat", 1, "--workdir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "same label files: yes" in result.stdout and "speed-up" in result.stdout
+    assert [line.split()[0] for line in result.stdout.splitlines() if line.strip()[:1].isdigit()][:3] == ["1", "20", "60"]
+    assert len(list((tmp_path / "resume_60" / "out" / "generation").glob("*.png"))) == 60
+    assert len((tmp_path / "resume_60" / "out" / "generation" / "manifest.jsonl").read_text().splitlines()) == 60
+    assert len(list((tmp_path / "labels_1" / "labels").rglob("*.txt"))) == 50
