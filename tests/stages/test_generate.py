@@ -426,29 +426,35 @@ def test_settings_that_older_entries_lack_are_not_differences(bad_inputs, tiny_m
 # ---------------------------------------------------------------- interruptions
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
-def test_an_interrupted_run_leaves_whole_files_and_resumes(tmp_path, tiny_models, sig):
+def interrupt_after_next_picture(args, folder, sig) -> tuple[subprocess.Popen, str, list]:
+    """Start stage 2, send ``sig`` once a picture more than before is on disk; the process, its stderr and the pictures."""
+    before = len(list(folder.glob("*.png"))) if folder.is_dir() else 0
+    proc = subprocess.Popen(list(map(str, args)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while (len(list(folder.glob("*.png"))) if folder.is_dir() else 0) <= before and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    done = sorted(folder.glob("*.png"))
+    assert before < len(done), "the run was not interrupted after a new picture"
+    for path in done:
+        assert pixels(path).shape == (64, 96, 3)  # every file is whole
+    return proc, stderr, done
+
+
+def test_an_interrupted_run_leaves_whole_files_and_resumes(tmp_path, tiny_models):
+    """Ctrl-C (SIGINT) says how to resume and cleans up; a SIGKILL leaves whole files; the rerun makes only the rest."""
     pictures = {i: (f"p{i}.png", 96, 64) for i in range(1, 11)}
     images, prompts = write_inputs(tmp_path, pictures)
     out = tmp_path / "out"
     args = [sys.executable, str(ROOT / SCRIPT), "--mode", "generation", "-i", images, "-p", prompts, "-o", out,
             "--model", tiny_models / "gligen-generation", "--steps", "3", "--resolution", "64", "--batch-size", "1"]
-    proc = subprocess.Popen(list(map(str, args)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     folder = out / "generation"
-    deadline = time.monotonic() + 120
-    while not list(folder.glob("*.png")) and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(sig)
-    _, stderr = proc.communicate(timeout=60)
-    done = sorted(folder.glob("*.png"))
-    assert 1 <= len(done) < len(pictures), "the run was not interrupted in the middle"
-    for path in done:
-        assert pixels(path).shape == (64, 96, 3)  # every file is whole
-    if sig == signal.SIGINT:
-        assert proc.returncode == 130 and "run the same command again to resume" in stderr
-        assert not [p for p in os.listdir(folder) if p.endswith(".tmp")]
-    else:
-        assert proc.returncode == -signal.SIGKILL
+    proc, stderr, _ = interrupt_after_next_picture(args, folder, signal.SIGINT)
+    assert proc.returncode == 130 and "run the same command again to resume" in stderr
+    assert not [p for p in os.listdir(folder) if p.endswith(".tmp")]
+    proc, _, done = interrupt_after_next_picture(args, folder, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL and len(done) < len(pictures), "the run was not interrupted in the middle"
     again = run_script(SCRIPT, *args[2:])
     assert again.returncode == 0, again.stderr
     assert f"generated {len(pictures) - len(done)}, skipped as existing {len(done)}" in again.stdout
