@@ -9,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= demo_output
 
-.PHONY: setup test test-browser demo clean-demo
+.PHONY: setup test test-fast test-browser demo clean-demo
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,11 @@ $(VENV)/.installed: requirements.txt requirements-test.txt
 # configuration is in pyproject.toml.
 test: setup
 	$(PY) -m pytest -q -m "not browser"
+
+# While editing: the unit tests and the stage tests that need no model, no browser and no run of several
+# stages (markers in pyproject.toml; `models` is set by tests/conftest.py). Under 90 s on 2 idle cores.
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow and not browser and not models" tests/unit tests/stages
 
 # The review page in a real headless Chromium: needs Debian's chromium (apt-get install chromium).
 test-browser: setup

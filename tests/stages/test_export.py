@@ -18,7 +18,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests.helpers.scripts import ROOT, run_finalize, run_python, run_script
 
@@ -129,6 +128,7 @@ def test_generated_boxes_have_the_box_area_and_crowd_boxes_stay_crowd(project):
 
 
 def test_torchvision_recipe_trains_without_crowd_boxes(project, monkeypatch):
+    import torch  # here, not at collection
     from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_320_fpn
 
     def my_detector():

@@ -17,7 +17,6 @@ from PIL import Image
 
 import generate_image_gligen as stage
 from cocoaug.generated import MAX_OBJECTS, image_seed, read_manifest, read_png_entry, save_generated_png
-from cocoaug.gligen_sampler import keep_mask_from_boxes
 from cocoaug.runtime import run_cli
 from tests.helpers.scripts import ROOT, run_python, run_script
 from tests.helpers.stage_inputs import BOXES, PICTURES, STAGE2_FAST, stage1_record, write_inputs
@@ -120,6 +119,8 @@ def test_paste_background_keeps_the_outside_and_fades_in_the_inside():
 
 
 def test_keep_mask_covers_every_latent_cell_a_box_touches():
+    from cocoaug.gligen_sampler import keep_mask_from_boxes  # imports torch: not at collection
+
     mask = keep_mask_from_boxes([[0.1, 0.25, 0.5, 0.5]], 8, 8)
     assert mask[2:4, 0:4].eq(0).all() and mask.sum() == 64 - 8
     assert keep_mask_from_boxes([[0.0, 0.0, 1.0, 1.0]], 4, 6).sum() == 0

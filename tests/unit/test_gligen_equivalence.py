@@ -8,11 +8,7 @@ generator, which is seeded here with the image's seed (the sampler's generator s
 
 import numpy as np
 import pytest
-import torch
-from diffusers import StableDiffusionGLIGENPipeline
 from PIL import Image
-
-from cocoaug.gligen_sampler import GligenSampler, SampleRequest, load_components
 
 # Box edges on the 1/8 grid, where the sampler's outward-rounded mask equals diffusers' truncated one.
 BOXES = [[0.125, 0.25, 0.5, 0.75], [0.5, 0.5, 1.0, 0.875]]
@@ -23,6 +19,11 @@ SEED = 1234
 
 @pytest.mark.parametrize("mode", ["generation", "inpainting"])
 def test_sampler_matches_the_diffusers_pipeline(tiny_models, mode):
+    import torch  # here, not at collection: `make test-fast` leaves this test out and need not import them
+    from diffusers import StableDiffusionGLIGENPipeline
+
+    from cocoaug.gligen_sampler import GligenSampler, SampleRequest, load_components
+
     components = load_components(str(tiny_models / f"gligen-{mode}"), torch.device("cpu"), torch.float32)
     # Random-weight models start with closed GLIGEN gates (tanh(0) = 0); open them so the boxes count.
     for name, parameter in components.unet.named_parameters():
@@ -69,6 +70,8 @@ def test_sampler_matches_the_diffusers_pipeline(tiny_models, mode):
 
 
 def unet_inputs(args, kwargs) -> dict:
+    import torch
+
     gligen = kwargs["cross_attention_kwargs"]["gligen"]
     return {
         "latents": args[0].clone(), "timestep": torch.as_tensor(args[1]).float().reshape(1),
@@ -78,6 +81,10 @@ def unet_inputs(args, kwargs) -> dict:
 
 def test_grounding_changes_the_picture(tiny_models):
     """Guards the test above: with open gates, the boxes and phrases have a visible effect."""
+    import torch
+
+    from cocoaug.gligen_sampler import GligenSampler, SampleRequest, load_components
+
     components = load_components(str(tiny_models / "gligen-generation"), torch.device("cpu"), torch.float32)
     for name, parameter in components.unet.named_parameters():
         if name.endswith(("alpha_attn", "alpha_dense")):
