@@ -127,6 +127,7 @@ def test_generated_boxes_have_the_box_area_and_crowd_boxes_stay_crowd(project):
     assert any(s["area"] != c["area"] for s, c in zip(sources, copies))  # mask areas were not copied
 
 
+@pytest.mark.slow  # trains a detector
 def test_torchvision_recipe_trains_without_crowd_boxes(project, monkeypatch):
     import torch  # here, not at collection
     from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_320_fpn
@@ -275,6 +276,7 @@ def test_ultralytics_checks_the_dataset_every_image_found_no_corrupt_label(proje
     assert report["boxes"] == len(non_crowd(data))
 
 
+@pytest.mark.slow  # trains a detector
 def test_ultralytics_recipe_trains_with_its_learning_rate(project, tmp_path):
     """The recipe runs as written, but for one epoch of 64-pixel images on CPU instead of 20 epochs."""
     recipe = (RECIPES / "ultralytics_finetune.py").read_text()

@@ -16,6 +16,7 @@ from scipy import linalg
 import evaluate_fid as stage
 from tests.helpers.scripts import ROOT, run_python, run_script
 
+pytestmark = pytest.mark.models  # every test runs the FID Inception network (make test-fast leaves them out)
 SCRIPT = "evaluate_fid.py"
 N_IMAGES = 70  # more than --dims 64, so that both covariances have full rank
 
