@@ -9,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= demo_output
 
-.PHONY: setup test test-fast test-browser demo clean-demo
+.PHONY: setup test test-fast test-browser demo clean-demo check-full-size
 
 setup: $(VENV)/.installed
 
@@ -33,6 +33,11 @@ test-fast: setup
 # The review page in a real headless Chromium: needs Debian's chromium (apt-get install chromium).
 test-browser: setup
 	$(PY) -m pytest -q -m browser
+
+# Every model step on random models of the real size (scripts/check_full_size.py): about 45 min and
+# 15 GB of memory on 2 CPU cores, 13 GB of disk for full_size_models/. Not part of make test.
+check-full-size: setup
+	nice -n 10 $(PY) scripts/check_full_size.py --models full_size_models --work full_size_check --overwrite
 
 demo: setup
 	PYTHON=$(PY) DEMO_DIR=$(DEMO_DIR) bash scripts/demo.sh

@@ -10,12 +10,15 @@ Reads stage 2's output (``GENERATED_DIR``: its OUT_DIR holding ``generation/`` a
   all its generated images side by side with their boxes, to judge them at a glance;
 - ``BOXES_DIR/original/<image_id>.jpg`` (with ``-i``): the original with its boxes;
 - ``BOXES_DIR/review.html``: the review page (docs/review.md), one card per source image, in
-  which you keep or reject pictures with the keyboard and export ``picks.json`` for stage 4.
+  which you keep or reject pictures with the keyboard and export ``picks.json`` for stage 4;
+  its data, one page of cards per file, in ``BOXES_DIR/review_data/``.
 
 The boxes of a generated image are those of its manifest entry (what GLIGEN was given), else
 its record's. When ``score_images.py`` left ``<mode>/scores.jsonl``, a found box is outlined
 solid and a missed one dashed, each band carries the box's region score, and each overview
-panel says passed or failed and why. Existing copies are kept (an interrupted run resumes)
+panel says passed or failed and why. The pictures are drawn on ``--num-workers`` processes
+(default: every CPU). With stage 1's ``plan.csv`` beside the records, the page shows each
+category's progress against it. Existing copies are kept (an interrupted run resumes)
 unless ``--overwrite`` or their scores changed; an overview is remade when a copy of its source
 image was drawn in this run. ``--serve`` then serves the page and saves every decision to
 ``BOXES_DIR/picks.json``. Example::
@@ -25,6 +28,7 @@ image was drawn in this run. ``--serve`` then serves the page and saves every de
 
 import argparse
 import logging
+import os
 import zlib
 from pathlib import Path
 
@@ -34,11 +38,13 @@ from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
 from cocoaug import cli
 from cocoaug.atomic import remove_stale_temp_files, save_image_atomic
+from cocoaug.balance import PLAN_FILE, read_plan
 from cocoaug.errors import UserError
 from cocoaug.generated import list_generated, mode_folders
 from cocoaug.images import open_rgb
 from cocoaug.paths import check_inside, refuse_output_inside, require_dir, resolve_under
 from cocoaug.picks import PASSED_PICKS_FILE, check_picks, read_picks
+from cocoaug.progress import progress
 from cocoaug.records import load_records
 from cocoaug.review import ReviewPicture, original_name, page_data, write_review_page
 from cocoaug.review_server import ReviewSite, make_server, serve
@@ -88,7 +94,7 @@ def draw_boxes(image: Image.Image, boxes_xyxy_norm, category_ids, labels, box_sc
 
     With ``box_scores`` (the ``boxes`` of a scores.jsonl line), a box the detector found has a solid
     outline and one it did not find a dashed outline and "not found" in its band; the band also
-    carries the box's region score.
+    carries the box's region score. Bands never overlap (``label_spots``).
     """
     image = image.copy()
     width, height = image.size
@@ -96,20 +102,21 @@ def draw_boxes(image: Image.Image, boxes_xyxy_norm, category_ids, labels, box_sc
     font = ImageFont.load_default(size=font_size_for(width, height))
     draw = ImageDraw.Draw(image)
     boxes = np.asarray(boxes_xyxy_norm, dtype=np.float64).reshape(-1, 4) * [width, height, width, height]
-    for index, ((x0, y0, x1, y1), category_id, label) in enumerate(zip(boxes, category_ids, labels)):
-        colour = category_colour(category_id)
-        score = box_scores[index] if box_scores is not None and index < len(box_scores) else None
+    scores = [box_scores[k] if box_scores is not None and k < len(box_scores) else None for k in range(len(boxes))]
+    for (x0, y0, x1, y1), category_id, score in zip(boxes, category_ids, scores):
         if score is not None and score.get("found") is False:
-            draw_dashed_rectangle(draw, (x0, y0, x1, y1), colour, line)
+            draw_dashed_rectangle(draw, (x0, y0, x1, y1), category_colour(category_id), line)
         else:
-            draw.rectangle([x0, y0, x1, y1], outline=colour, width=line)
-        text = label + (score_text(score) if score is not None else "")
-        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+            draw.rectangle([x0, y0, x1, y1], outline=category_colour(category_id), width=line)
+    texts = [label_texts(label, score) for label, score in zip(labels, scores)]
+    for k, spot in enumerate(label_spots(boxes, texts, lambda text: draw.textbbox((0, 0), text, font=font), (width, height), line)):
+        if spot is None:
+            continue  # no free place, even shortened: the outline alone, the review page has the details
+        (bx, by, bx1, by1), text = spot
+        colour = category_colour(category_ids[k])
+        left, top, _, _ = draw.textbbox((0, 0), text, font=font)
         pad = max(1, line // 2)
-        band_w, band_h = right - left + 2 * pad, bottom - top + 2 * pad
-        bx = min(max(0.0, x0), max(0.0, width - band_w))
-        by = y0 - band_h if y0 - band_h >= 0 else y0  # above the box, or inside it at the top edge
-        draw.rectangle([bx, by, bx + band_w, by + band_h], fill=colour)
+        draw.rectangle([bx, by, bx1, by1], fill=colour)
         draw.text((bx + pad - left, by + pad - top), text, font=font, fill=text_colour_on(colour))
     return image
 
@@ -118,6 +125,51 @@ def score_text(box_score: dict) -> str:
     """What a box's band adds to its label: the region score, and "not found" when the detector missed it."""
     text = f" {box_score['region_clip']:.2f}"  # a finite number: scores.jsonl is read through cocoaug.scores.JudgedScoreEntry
     return text + (" not found" if box_score.get("found") is False else "")
+
+
+def label_texts(label: str, score: dict | None) -> list[str]:
+    """A box's band text from the longest to the shortest form ("dog 0.31 not found", "dog 0.31", "dog", "d")."""
+    short = label if len(label) <= 10 else label[:9] + "."
+    texts = [label + (score_text(score) if score is not None else "")]
+    if score is not None:
+        texts.append(f"{short} {score['region_clip']:.2f}")
+    texts += [short, label[:1]]
+    return list(dict.fromkeys(texts))
+
+
+def label_spots(boxes_xyxy_pixels, texts: list[list[str]], measure, size, line: int) -> list:
+    """Where each box's band goes: ``((x0, y0, x1, y1), text)`` or None, no two bands overlapping.
+
+    A band goes above its box; where there is no room (the image's edge, another band), inside the box
+    at its top, then at its bottom, then below it; in each place with the longest text that fits (inside
+    the box: within its width). ``measure(text)`` is the text's bounding box.
+    """
+    width, height = size
+    pad = max(1, line // 2)
+    placed, spots = [], []
+    for (x0, y0, x1, y1), candidates in zip(boxes_xyxy_pixels, texts):
+        spot = None
+        for where in ("above", "inside top", "inside bottom", "below"):
+            for text in candidates:
+                left, top, right, bottom = measure(text)
+                band_w, band_h = right - left + 2 * pad, bottom - top + 2 * pad
+                bx = x0 + line if where.startswith("inside") else min(max(0.0, x0), max(0.0, width - band_w))
+                by = {"above": y0 - band_h, "inside top": y0 + line, "inside bottom": y1 - line - band_h, "below": y1 + 1}[where]
+                rect = (bx, by, bx + band_w, by + band_h)
+                if where.startswith("inside") and band_w > x1 - x0 - 2 * line:
+                    continue
+                if rect[0] < 0 or rect[1] < 0 or rect[2] > width or rect[3] > height:
+                    continue
+                if any(rect[0] <= o[2] and o[0] <= rect[2] and rect[1] <= o[3] and o[1] <= rect[3] for o in placed):
+                    continue
+                spot = (rect, text)
+                break
+            if spot is not None:
+                break
+        if spot is not None:
+            placed.append(spot[0])
+        spots.append(spot)
+    return spots
 
 
 def draw_dashed_rectangle(draw: ImageDraw.ImageDraw, box, colour, line: int):
@@ -177,6 +229,11 @@ def side_by_side(panels: list[Image.Image], gap: int = 8) -> Image.Image:
 # ---------------------------------------------------------------- arguments
 
 
+def cpu_count() -> int:
+    """The CPUs this process may run on (a container's or taskset's limit, not the host's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.new_parser(__doc__)
     cli.add_generated(parser)
@@ -188,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--serve", action="store_true", help="after drawing, serve BOXES_DIR/review.html and save every decision to BOXES_DIR/picks.json")
     parser.add_argument("--host", default="127.0.0.1", help="with --serve: the address to listen on (default 127.0.0.1; anything but localhost lets others reach the page)")
     parser.add_argument("--port", type=cli.port_number, default=8765, help="with --serve: the port (default 8765; 0: any free port)")
+    cli.add_num_workers(parser, default=cpu_count(), default_text="the CPU count")
     cli.add_debug(parser)
     return parser
 
@@ -242,59 +300,89 @@ def copy_is_current(target: Path, key: str) -> bool:
     return recorded is None or recorded == key
 
 
-def draw_copies(items, boxes_dir: Path, overwrite: bool) -> tuple[set, int]:
-    """Write the boxed copies; return the source image ids that got a new copy, and how many existed."""
-    from tqdm import tqdm
+def run_tasks(function, tasks: list, workers: int, desc: str):
+    """``function(task)`` for every task, on ``workers`` processes (in this one for one worker or one task), with progress."""
+    if workers <= 1 or len(tasks) <= 1:
+        for task in progress(tasks, desc=desc, unit="image", disable=not tasks):
+            function(task)
+        return
+    from concurrent.futures import ProcessPoolExecutor
 
-    todo = []
+    chunksize = max(1, min(16, len(tasks) // (4 * workers)))
+    with ProcessPoolExecutor(min(workers, len(tasks))) as pool, progress(total=len(tasks), desc=desc, unit="image") as bar:
+        for _ in pool.map(function, tasks, chunksize=chunksize):
+            bar.update(1)
+
+
+def draw_copy(task):
+    """One boxed copy (a task of ``draw_copies``, run in a worker process)."""
+    path, boxes, category_ids, labels, box_scores, target, key = task
+    info = PngImagePlugin.PngInfo()
+    info.add_text(DRAWN_KEY, key)
+    save_image_atomic(target, draw_boxes(open_rgb(path), boxes, category_ids, labels, box_scores), pnginfo=info)
+
+
+def draw_copies(items, boxes_dir: Path, overwrite: bool, workers: int = 1) -> tuple[set, int]:
+    """Write the boxed copies; return the source image ids that got a new copy, and how many existed."""
+    todo, drawn_sources = [], set()
     for image, boxes, category_ids, labels, score in items:
         target = check_inside(boxes_dir, boxes_dir / image.mode / image.file_name)
         key = drawn_key(boxes, score)
         if overwrite or not target.exists() or not copy_is_current(target, key):
-            todo.append((image, boxes, category_ids, labels, score, target, key))
-    drawn_sources, kept = set(), len(items) - len(todo)
-    for image, boxes, category_ids, labels, score, target, key in tqdm(todo, desc="boxes", unit="image", disable=not todo):
-        info = PngImagePlugin.PngInfo()
-        info.add_text(DRAWN_KEY, key)
-        box_scores = score.get("boxes") if score else None
-        save_image_atomic(target, draw_boxes(open_rgb(image.path), boxes, category_ids, labels, box_scores), pnginfo=info)
-        drawn_sources.add(image.source_image_id)
-    return drawn_sources, kept
+            todo.append((image.path, boxes, category_ids, labels, score.get("boxes") if score else None, target, key))
+            drawn_sources.add(image.source_image_id)
+    run_tasks(draw_copy, todo, workers, "boxes")
+    return drawn_sources, len(items) - len(todo)
 
 
-def draw_originals(sources, records_by_id, images_dir: Path, boxes_dir: Path, overwrite: bool) -> int:
+def draw_original(task):
+    """One original with its boxes (a task of ``draw_originals``)."""
+    path, bbox, category_ids, labels, target = task
+    save_image_atomic(target, draw_boxes(open_rgb(path), bbox, category_ids, labels), quality=90)
+
+
+def draw_originals(sources, records_by_id, images_dir: Path, boxes_dir: Path, overwrite: bool, workers: int = 1) -> int:
     """BOXES_DIR/original/<image_id>.jpg: each original with its boxes, for the review page."""
-    from tqdm import tqdm
-
-    todo = [image_id for image_id in sorted(sources) if overwrite or not (boxes_dir / original_name(image_id)).exists()]
-    for image_id in tqdm(todo, desc="originals", unit="image", disable=not todo):
+    todo = []
+    for image_id in sorted(sources):
         target = check_inside(boxes_dir, boxes_dir / original_name(image_id))
-        record = records_by_id[image_id]
-        original = open_rgb(resolve_under(images_dir, record["file_name"]))
-        save_image_atomic(target, draw_boxes(original, record["bbox"], record["category_ids"], record["labels"]), quality=90)
+        if overwrite or not target.exists():
+            record = records_by_id[image_id]
+            todo.append((resolve_under(images_dir, record["file_name"]), record["bbox"], record["category_ids"], record["labels"], target))
+    run_tasks(draw_original, todo, workers, "originals")
     return len(todo)
 
 
-def draw_overviews(items, records_by_id, images_dir, overview_dir: Path, todo: set) -> int:
-    """One picture per source image in ``todo``: original (if known) then every generated image, with boxes."""
-    from tqdm import tqdm
+def draw_overview(task):
+    """One overview (a task of ``draw_overviews``): the original, if given, then every generated picture."""
+    original, pictures, band_lines, target = task
+    panels = []
+    if original is not None:
+        path, title, bbox, category_ids, labels = original
+        panels.append(overview_panel(open_rgb(path), title, bbox, category_ids, labels, band_lines=band_lines))
+    for path, title, boxes, category_ids, labels, score in pictures:
+        panels.append(overview_panel(open_rgb(path), title, boxes, category_ids, labels, score, band_lines))
+    save_image_atomic(target, side_by_side(panels))
 
+
+def draw_overviews(items, records_by_id, images_dir, overview_dir: Path, todo: set, workers: int = 1) -> int:
+    """One picture per source image in ``todo``: original (if known) then every generated image, with boxes."""
     by_source: dict[int, list] = {}
     for item in items:
         by_source.setdefault(item[0].source_image_id, []).append(item)
-    for image_id in tqdm(sorted(todo), desc="overviews", unit="image", disable=not todo):
+    tasks = []
+    for image_id in sorted(todo):
         record = records_by_id[image_id]
         band_lines = 2 if any(item[4] is not None for item in by_source[image_id]) else 1
-        panels = []
+        original = None
         if images_dir is not None:
-            original = open_rgb(resolve_under(images_dir, record["file_name"]))
-            panels.append(overview_panel(original, f"original, image_id {image_id}",
-                                         record["bbox"], record["category_ids"], record["labels"], band_lines=band_lines))
-        for image, boxes, category_ids, labels, score in sorted(by_source[image_id], key=lambda i: (i[0].mode, i[0].file_name)):
-            title = f"{image.mode} #{image.variant}: {image.file_name}"
-            panels.append(overview_panel(open_rgb(image.path), title, boxes, category_ids, labels, score, band_lines))
-        save_image_atomic(check_inside(overview_dir, overview_dir / f"{image_id}.png"), side_by_side(panels))
-    return len(todo)
+            original = (resolve_under(images_dir, record["file_name"]), f"original, image_id {image_id}",
+                        record["bbox"], record["category_ids"], record["labels"])
+        pictures = [(image.path, f"{image.mode} #{image.variant}: {image.file_name}", boxes, category_ids, labels, score)
+                    for image, boxes, category_ids, labels, score in sorted(by_source[image_id], key=lambda i: (i[0].mode, i[0].file_name))]
+        tasks.append((original, pictures, band_lines, check_inside(overview_dir, overview_dir / f"{image_id}.png")))
+    run_tasks(draw_overview, tasks, workers, "overviews")
+    return len(tasks)
 
 
 def check_originals(items, records_by_id, images_dir: Path):
@@ -325,12 +413,25 @@ def passed_picks(generated, items) -> set:
     return {(pick.mode, pick.file_name) for pick in picks_file.picks}
 
 
+def planned_pictures(plan_path: Path, modes: int) -> dict | None:
+    """Pictures planned per category id in stage 1's plan.csv beside the records, for ``modes`` mode runs; None without one
+    (an unreadable plan is warned about and left out)."""
+    if not plan_path.is_file():
+        return None
+    try:
+        return {row.category_id: row.planned_pictures * modes for row in read_plan(plan_path)}
+    except UserError as exc:
+        log.warning("the review page shows no plan: %s", exc)
+        return None
+
+
 def write_page(items, records_by_id, args, folders, images_dir, boxes_dir: Path) -> Path:
     """BOXES_DIR/review.html with every picture, its scores and picks_passed.json's picks embedded."""
     pictures = [ReviewPicture(i[0].mode, i[0].file_name, i[0].source_image_id, i[0].variant, i[4]) for i in items]
     originals = {i[0].source_image_id for i in items} if images_dir is not None else set()
     data = page_data(pictures, records_by_id, generated_dir=args.generated, boxes_dir=boxes_dir, clean_dirs=folders,
-                     images_dir=images_dir, originals=originals, kept_at_start=passed_picks(args.generated, items))
+                     images_dir=images_dir, originals=originals, kept_at_start=passed_picks(args.generated, items),
+                     plan=planned_pictures(Path(args.records).parent / PLAN_FILE, len(folders)))
     return write_review_page(boxes_dir, data)
 
 
@@ -339,8 +440,10 @@ def main(args):
     folders = mode_folders(args.generated)
     records_by_id = {r["image_id"]: r for r in load_records(args.records, require_text=False)}
     images_dir = require_dir(args.images, "image folder") if args.images else None
+    if args.num_workers < 0:
+        raise UserError("must not be negative", f"--num-workers {args.num_workers}")
     boxes_dir = Path(args.output)
-    written = [boxes_dir, boxes_dir / "overview", boxes_dir / "original", *(boxes_dir / mode for mode in folders)]
+    written = [boxes_dir, boxes_dir / "overview", boxes_dir / "original", boxes_dir / "review_data", *(boxes_dir / mode for mode in folders)]
     refuse_output_inside(written, {"image folder": images_dir, **{f"{mode} folder": folder for mode, folder in folders.items()}})
     items, unknown = plan_drawing(folders, records_by_id, args.records)
     if removed := remove_stale_temp_files(boxes_dir, recursive=True):
@@ -353,14 +456,14 @@ def main(args):
         server = make_server(site, args.host, args.port)
 
     # 2. Draw what is missing, then the review page
-    drawn_sources, kept = draw_copies(items, boxes_dir, args.overwrite)
+    drawn_sources, kept = draw_copies(items, boxes_dir, args.overwrite, args.num_workers)
     sources = {item[0].source_image_id for item in items}
-    originals = draw_originals(sources, records_by_id, images_dir, boxes_dir, args.overwrite) if images_dir is not None else 0
+    originals = draw_originals(sources, records_by_id, images_dir, boxes_dir, args.overwrite, args.num_workers) if images_dir is not None else 0
     overviews = 0
     if args.overview:
         overview_dir = boxes_dir / "overview"
         todo = {i for i in sources if args.overwrite or i in drawn_sources or not (overview_dir / f"{i}.png").exists()}
-        overviews = draw_overviews(items, records_by_id, images_dir, overview_dir, todo)
+        overviews = draw_overviews(items, records_by_id, images_dir, overview_dir, todo, args.num_workers)
     if images_dir is None:
         log.info("the overviews and the review page show the generated images only; pass -i IMAGES_DIR to add the originals")
     page = write_page(items, records_by_id, args, folders, images_dir, boxes_dir)
@@ -370,11 +473,12 @@ def main(args):
     print(f"drawn {len(items) - kept}, skipped as existing {kept}, skipped (not made by stage 2) {unknown}; "
           f"overviews written {overviews}, originals drawn {originals}; scored {scored} of {len(items)}; "
           + ", ".join(f"{mode}: {n} images" for mode, n in per_mode.items()) + f" -> {boxes_dir}")
-    print(f"review page: {page.resolve().as_uri()}")
-
-    # 3. Serve the page, saving every decision to BOXES_DIR/picks.json
+    # 3. Serve the page, saving every decision to BOXES_DIR/picks.json (its address is the one to open: the
+    # file:// page does not save there), or say where the page is
     if server is not None:
         serve(server)
+    else:
+        print(f"review page: {page.resolve().as_uri()}")
 
 
 if __name__ == "__main__":

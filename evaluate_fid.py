@@ -28,6 +28,7 @@ from cocoaug.atomic import remove_temp_files, write_json_atomic
 from cocoaug.errors import UserError
 from cocoaug.images import open_rgb
 from cocoaug.paths import require_dir, require_file
+from cocoaug.progress import progress
 from cocoaug.runtime import resolve_device, run_cli
 
 log = logging.getLogger("cocoaug")
@@ -147,13 +148,11 @@ def activations(files: list[Path], model, batch_size: int, num_workers: int, dev
     """Inception features of ``files``, one row per image."""
     import torch
     import torch.nn.functional as F
-    from tqdm import tqdm
-
     loader = torch.utils.data.DataLoader(ImageFolderDataset(files), batch_size=batch_size, shuffle=False,
                                          num_workers=num_workers)
     rows = []
     with torch.no_grad():
-        for batch in tqdm(loader, desc=desc, unit="batch"):
+        for batch in progress(loader, desc=desc, unit="batch"):
             features = model(batch.to(device))[0]
             if features.shape[2:] != (1, 1):  # the lower blocks return feature maps; pytorch-fid pools them
                 features = F.adaptive_avg_pool2d(features, output_size=(1, 1))

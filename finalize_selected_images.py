@@ -47,6 +47,7 @@ from cocoaug.generated import list_generated, mode_folders
 from cocoaug.images import image_size
 from cocoaug.paths import check_inside, refuse_output_inside, require_dir, resolve_under
 from cocoaug.picks import check_picks, read_picks
+from cocoaug.progress import progress
 from cocoaug.records import check_records_match_dataset, load_records
 from cocoaug.runtime import run_cli
 from cocoaug.yolo import DATA_YAML, write_yolo_dataset, yolo_labels
@@ -284,12 +285,10 @@ def place_originals(pairs, images_dir: Path, final_images: Path, how: str) -> in
     return copy_images(pairs, overwrite=False, hardlink=how == "hardlink", desc=f"{how} originals")
 
 
-def copy_images(copies, overwrite: bool, hardlink: bool = False, desc: str = "copy") -> int:
+def copy_images(copies, overwrite: bool, hardlink: bool = False, desc: str = "copy pictures") -> int:
     """Copy (or hard-link) each file atomically; a target already in place is kept (resume). Returns how many were written."""
-    from tqdm import tqdm
-
     written = 0
-    for source, target in tqdm(copies, desc=desc, unit="image"):
+    for source, target in progress(copies, desc=desc, unit="image"):
         if target.exists() and not overwrite:
             if hardlink and os.path.samefile(source, target):
                 continue
@@ -336,24 +335,29 @@ def plan_progress(records_by_id: dict[int, dict], folders: dict[str, Path], sele
             "generated pictures": generated, "picked pictures": picked}
 
 
-def print_summary(coco, outputs: dict[str, dict], selection, copied: int, progress: dict[str, Counter] | None = None):
-    """Per category: pictures planned, generated and picked (with a plan), boxes in the original file and
-    in each output; then the counts."""
+def print_summary(coco, outputs: dict[str, dict], selection, placed: dict[str, int], plan_counts: dict[str, Counter] | None = None):
+    """Per category: pictures planned, generated and picked (with a plan), then boxes in the original file and
+    in each output, each column saying what it counts; then the pictures copied and the originals placed."""
     columns = {"original file": coco.annotations, **{name: data["annotations"] for name, data in outputs.items()}}
-    counts = {name: {} for name in columns}
+    counts = {}
     for name, annotations in columns.items():
-        for annotation in annotations:
-            counts[name][annotation["category_id"]] = counts[name].get(annotation["category_id"], 0) + 1
-    counts = {**(progress or {}), **counts}
+        counts[f"boxes in {name}"] = Counter(annotation["category_id"] for annotation in annotations)
+    counts = {**(plan_counts or {}), **counts}
     width = max([len("category")] + [len(c["name"]) for c in coco.categories])
-    print(f"{'category':<{width}}  {'id':>6}  " + "  ".join(f"{name:>20}" for name in counts))
+    cell = {name: max(len(name), 7) for name in counts}
+    print(f"{'category':<{width}}  {'id':>6}  " + "  ".join(f"{name:>{cell[name]}}" for name in counts))
     for category in coco.categories:
-        cells = "  ".join(f"{counts[name].get(category['id'], 0):>20}" for name in counts)
+        cells = "  ".join(f"{counts[name].get(category['id'], 0):>{cell[name]}}" for name in counts)
         print(f"{category['name']:<{width}}  {category['id']:>6}  {cells}")
     modes = sorted({image.mode for image in selection})
     per_mode = ", ".join(f"{mode} {sum(1 for image in selection if image.mode == mode)}" for mode in modes)
     print(f"selected {len(selection)} generated images ({per_mode}) from {len({i.source_image_id for i in selection})} "
-          f"originals; files copied {copied}; wrote {', '.join(outputs)}")
+          f"originals; wrote {', '.join(outputs)}")
+    if placed["how"] == "linked":  # --originals symlink: one link to the whole folder
+        originals = f"images/original/ is a symbolic link to the image folder ({placed['originals_needed']} originals)"
+    else:
+        originals = f"originals {placed['how']} {placed['originals']} (of {placed['originals_needed']})"
+    print(f"files: pictures copied {placed['pictures']} (of {len(selection)}); {originals}; the others were in place already")
 
 
 def main(args):
@@ -400,14 +404,16 @@ def main(args):
     if args.yolo:
         labels, yolo_counts = yolo_labels(outputs)
 
-    copied = place_originals(originals, images_dir, final_images, args.originals) + copy_images(generated, args.overwrite)
+    placed = {"how": {"hardlink": "hard-linked", "symlink": "linked", "copy": "copied"}.get(args.originals, args.originals),
+              "originals": place_originals(originals, images_dir, final_images, args.originals), "originals_needed": len(originals),
+              "pictures": copy_images(generated, args.overwrite)}
     if args.yolo:
         write_yolo_dataset(final_dir, outputs, labels, train=list(outputs)[-1])
     for name, data in reversed(outputs.items()):  # annotations.json last: its presence marks a finished run
         write_json_atomic(final_dir / name, data)
     warn_stale_files(final_images, outputs)
-    progress = plan_progress(records_by_id, folders, selection) if any("variants" in r for r in records_by_id.values()) else None
-    print_summary(coco, outputs, selection, copied, progress)
+    plan_counts = plan_progress(records_by_id, folders, selection) if any("variants" in r for r in records_by_id.values()) else None
+    print_summary(coco, outputs, selection, placed, plan_counts)
     if args.yolo:
         print(f"YOLO dataset {final_dir / DATA_YAML}: " + ", ".join(f"{key} {value}" for key, value in yolo_counts.items()))
 

@@ -45,6 +45,7 @@ from cocoaug.generated import (
 )
 from cocoaug.images import image_size, open_rgb
 from cocoaug.paths import check_inside, refuse_output_inside, require_dir, resolve_under
+from cocoaug.progress import progress
 from cocoaug.records import MAX_VARIANTS, check_records_match_dataset, load_records
 from cocoaug.runtime import (
     check_model_source, distributed_rank, model_load_errors, resolve_device, resolve_dtype, run_cli, wait_for_all_processes,
@@ -395,12 +396,10 @@ def make_batch(batch: list[WorkItem], sampler, args, settings: dict, size, out_d
 
 def generate(items: list[WorkItem], sampler, args, settings: dict, out_dir: Path, rank: int):
     """Batch images of equal working size together and make them, with a progress bar."""
-    from tqdm import tqdm
-
     by_size: dict[tuple[int, int], list[WorkItem]] = {}
     for item in items:
         by_size.setdefault(sample_size(item, args, settings["resolution"]), []).append(item)
-    with tqdm(total=len(items), desc=f"{args.mode} (rank {rank})" if rank else args.mode, unit="image") as bar:
+    with progress(total=len(items), desc=f"{args.mode} (rank {rank})" if rank else args.mode, unit="image") as bar:
         for size, group in sorted(by_size.items()):
             for start in range(0, len(group), args.batch_size):
                 batch = group[start:start + args.batch_size]

@@ -41,6 +41,7 @@ from cocoaug.errors import UserError, listed
 from cocoaug.images import open_rgb, without_exif_orientation
 from cocoaug.jsonl import open_for_append, read_jsonl
 from cocoaug.paths import check_inside, check_relative_name, refuse_output_inside, require_dir, resolve_under
+from cocoaug.progress import progress
 from cocoaug.records import MAX_VARIANTS, RECORD_FIELDS
 from cocoaug.schema import Id, PositiveInt
 from cocoaug.runtime import check_model_source, model_load_errors, resolve_device, resolve_dtype, run_cli
@@ -442,8 +443,6 @@ def read_partial(path: Path, key: dict) -> dict:
 def caption_records(records, paths, args, summary) -> dict:
     """Caption every record (reusing the partial file), appending each batch to it as it is made."""
     from torch.utils.data import DataLoader
-    from tqdm import tqdm
-
     partial = args.output / PARTIAL_NAME
     key = {"model": args.model, "prompt": args.prompt, "max_new_tokens": args.max_new_tokens}
     done = read_partial(partial, key)
@@ -456,7 +455,7 @@ def caption_records(records, paths, args, summary) -> dict:
         loader = DataLoader(files, batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=collate_images)
         args.output.mkdir(parents=True, exist_ok=True)
         # A write to an open file (or its flush at close) names no path: naming_os_errors has a full disk name the file.
-        with naming_os_errors(partial), open_for_append(partial) as sink, tqdm(total=len(todo), desc="captioning", unit="image") as bar:
+        with naming_os_errors(partial), open_for_append(partial) as sink, progress(total=len(todo), desc="captioning", unit="image") as bar:
             for ids, images, errors in loader:
                 for image_id, error in zip(ids, errors):
                     if error and not args.skip_missing:

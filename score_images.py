@@ -38,6 +38,7 @@ from cocoaug.quality import Detection, Thresholds, judge, percentiles
 from cocoaug.generated import read_manifest
 from cocoaug.jsonl import open_for_append, read_jsonl
 from cocoaug.paths import check_inside
+from cocoaug.progress import progress
 from cocoaug.records import load_records
 from cocoaug.runtime import barrier, check_model_source, distributed_rank, run_cli, wait_for_all_processes
 from cocoaug.scorer import detector_family, model_type
@@ -220,8 +221,6 @@ def sha256_of(path: Path) -> str:
 
 def measure(pictures: list[Picture], scorer, args, partial_path: Path, rank: int):
     """Run the models on ``pictures`` batch by batch, appending each finished picture to ``partial_path``."""
-    from tqdm import tqdm
-
     from cocoaug.images import image_size, open_rgb
 
     by_size: dict[tuple[int, int], list[Picture]] = {}
@@ -230,7 +229,7 @@ def measure(pictures: list[Picture], scorer, args, partial_path: Path, rank: int
         by_size.setdefault(scorer.batch_key(*size), []).append(picture)
     desc = f"scoring {pictures[0].mode}" + (f" (rank {rank})" if rank else "")
     # A write to an open file (or its flush at close) names no path: naming_os_errors has a full disk name the file.
-    with naming_os_errors(partial_path), tqdm(total=len(pictures), desc=desc, unit="picture") as bar, \
+    with naming_os_errors(partial_path), progress(total=len(pictures), desc=desc, unit="picture") as bar, \
             open_for_append(partial_path) as partial:
         for group in by_size.values():
             for start in range(0, len(group), args.batch_size):

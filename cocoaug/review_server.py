@@ -9,6 +9,7 @@ have to trust. It is a tool for one user on their own machine, not a web server 
 Routes (every other path is 404, directories are never listed):
 
 - ``GET /`` and ``/review.html``: the page;
+- ``GET /review_data/cards-NNNN.js``: the page's data, one page of cards each;
 - ``GET /<mode>/<file_name>``, ``/original/<image_id>.jpg``: what stage 3 drew in BOXES_DIR;
 - ``GET /clean/<mode>/<file_name>``: stage 2's clean picture; ``GET /source/<image_id>``: the original;
 - ``GET /picks.json``: the saved decisions (404 before the first one);
@@ -41,7 +42,8 @@ import orjson
 from cocoaug.errors import UserError, listed
 from cocoaug.paths import resolve_under
 from cocoaug.picks import REVIEW_PICKS_FILE, check_picks, parse_picks, read_picks, write_picks
-from cocoaug.review import REVIEW_PAGE, original_name
+from cocoaug.atomic import write_bytes_atomic
+from cocoaug.review import CARDS_PER_PAGE, DATA_SUBDIR, REVIEW_PAGE, original_name, sidecar_name
 
 log = logging.getLogger("cocoaug")
 MAX_BODY_BYTES = 10 * 1024 * 1024  # a picks file of 50,000 pictures is about 3 MB
@@ -70,6 +72,9 @@ class ReviewSite:
         boxes_dir = Path(boxes_dir)
         files = {"/": (boxes_dir / REVIEW_PAGE, boxes_dir), f"/{REVIEW_PAGE}": (boxes_dir / REVIEW_PAGE, boxes_dir)}
         available = set()
+        sources = {item[0].source_image_id for item in items}
+        for chunk in range(-(-len(sources) // CARDS_PER_PAGE)):
+            files[f"/{sidecar_name(chunk)}"] = (boxes_dir / sidecar_name(chunk), boxes_dir)
         for item in items:
             image = item[0]
             available.add((image.mode, image.file_name))
@@ -316,10 +321,21 @@ def start_lines(host: str, port: int, picks_path) -> list[str]:
     return lines
 
 
+SERVER_MARKER = f"{DATA_SUBDIR}/server.js"  # while serving: tells the page opened from file:// where the server is
+
+
 def serve(server: ThreadingHTTPServer):
-    """Serve until Ctrl-C, saying where first (and warning when others can reach the page)."""
+    """Serve until Ctrl-C, saying where first (and warning when others can reach the page).
+
+    While it serves, BOXES_DIR/review_data/server.js holds the address, so that the page opened
+    from ``file://`` (which does not save to picks.json) says where to go.
+    """
     host, port = server.server_address[:2]
-    for line in start_lines(host, port, server.site.picks_path):
+    lines = start_lines(host, port, server.site.picks_path)
+    address = re.search(r"http://\S+/", lines[-1]).group(0)
+    marker = server.site.boxes_dir / SERVER_MARKER
+    write_bytes_atomic(marker, b"cocoaugServer(" + orjson.dumps(address) + b");\n")
+    for line in lines:
         print(line, flush=True)
     try:
         server.serve_forever()
@@ -327,3 +343,4 @@ def serve(server: ThreadingHTTPServer):
         print("stopped serving", flush=True)
     finally:
         server.server_close()
+        marker.unlink(missing_ok=True)

@@ -15,9 +15,11 @@ from pathlib import Path
 
 from cocoaug.atomic import NO_SPACE_MESSAGE
 from cocoaug.errors import UserError
+from cocoaug.progress import on_terminal
 
 log = logging.getLogger("cocoaug")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+PROJECT_LOGGERS = ("cocoaug", "__main__")  # and the running script's own logger (its file name)
 HUB_TIMEOUT_S = 5.0  # to open a connection to the hub before a hub id is loaded
 
 
@@ -30,11 +32,12 @@ def run_cli(main, parser: argparse.ArgumentParser, argv=None):
     """
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False)
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
-        format="%(levelname)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    if not on_terminal():  # in a log, no library's bar either (transformers' "Loading weights" reads this at import)
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if debug:  # this project's debug lines, not those of PIL (its PNG chunks) or the other libraries
+        for name in PROJECT_LOGGERS + (Path(sys.argv[0]).stem,):
+            logging.getLogger(name).setLevel(logging.DEBUG)
     # huggingface_hub prints its warnings with its own handler; passing them to ours too printed each twice.
     logging.getLogger("huggingface_hub").propagate = False
     try:

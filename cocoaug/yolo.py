@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 
 from cocoaug.atomic import atomic_folder, write_bytes_atomic
 from cocoaug.errors import UserError
+from cocoaug.progress import progress
 
 DATA_YAML = "data.yaml"
 
@@ -95,14 +96,12 @@ def write_yolo_dataset(dataset_root: Path, outputs: dict[str, dict], labels: dic
     this one does not write goes with the old folder. Returns how many label files were written:
     none when labels/ holds exactly these already.
     """
-    from tqdm import tqdm
-
     dataset_root = Path(dataset_root)
     written = 0
     if not folder_holds(dataset_root / "labels", labels):
         with atomic_folder(dataset_root / "labels") as tmp:
             made = set()
-            for label, content in tqdm(sorted(labels.items()), desc="YOLO labels", unit="file"):
+            for label, content in progress(sorted(labels.items()), desc="YOLO labels", unit="file"):
                 path = tmp / label
                 if path.parent not in made:
                     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,9 @@
 """Screenshot of a review page (BOXES_DIR/review.html) in headless Chromium, as docs/review.png is made.
 
+docs/review.png is made from ``make demo``'s page, so that it shows what a user sees first::
+
+    make demo && python scripts/review_screenshot.py demo_output/out/boxes/review.html docs/review.png
+
 Needs Debian's ``chromium`` (``apt-get install chromium``) and Playwright for Python
 (``pip install playwright``; its own browser download is not needed). The browser tests call
 ``open_browser`` and ``screenshot`` from here. Example::

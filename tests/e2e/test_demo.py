@@ -51,11 +51,21 @@ def test_every_stage_ran_and_reused_the_sample_set_and_models(demo):
     assert "written to blip2_post.json" in run.stdout
     assert run.stdout.count("generated 7, skipped as existing 0") == 2
     assert "drawn 14, skipped as existing 0" in run.stdout
-    assert "scored 14, reused 0 unchanged" in run.stdout and "pictures pass the default rule" in run.stdout
+    assert "scored 14, reused 0 unchanged" in run.stdout and "pictures pass the demo-only thresholds" in run.stdout
     assert (demo_dir / "out" / "score_summary.csv").is_file() and (demo_dir / "out" / "picks_passed.json").is_file()
     assert f"review page: open {demo_dir / 'out' / 'boxes' / 'review.html'} in a browser" in run.stdout
     assert "selected 14 generated images (generation 7, inpainting 7) from 7 originals" in run.stdout
     assert "stage 4  annotations.json: 7 originals + 14 generated images" in run.stdout
+
+
+def test_some_demo_pictures_pass_and_some_fail(demo):
+    """The demo scores with demo-only thresholds the random models can meet, so its review page shows both cases."""
+    demo_dir, run = demo
+    assert "DEMO-ONLY THRESHOLDS" in (Path(__file__).parents[2] / "scripts" / "demo.sh").read_text()
+    verdicts = [json.loads(line)["passed"] for mode in MODES for line in (demo_dir / "out" / mode / "scores.jsonl").read_text().splitlines()]
+    assert len(verdicts) == 14 and 0 < sum(verdicts) < 14, verdicts
+    page = read_page_data(demo_dir / "out" / "boxes" / "review.html")
+    assert {p[3] for card in page["cards"] for p in card["pictures"]} == {0, 1} and page["passed_picks"]
 
 
 def test_generated_pictures_have_their_originals_sizes_and_boxes(demo):

@@ -26,6 +26,7 @@ def start_server(*draw_args, log_path: Path, timeout: float = 120.0) -> tuple[su
         seen.append(line)
         match = re.search(r"serving the review page at (http://127\.0\.0\.1:\d+/)", line)
         if match:
+            process.printed_before_serving = seen  # what it said until the URL
             return process, match.group(1)
     process.kill()
     raise AssertionError("the server did not start:\n" + "".join(seen) + Path(log_path).read_text()[-3000:])

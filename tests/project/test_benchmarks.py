@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from tests.helpers.scripts import ROOT, run_script
 
 
@@ -118,6 +120,20 @@ def test_bench_score_full_size_path_smoke(tmp_path, sample_dataset, tiny_models)
     workdir = shared_inputs(tmp_path / "work", sample_dataset, tiny_models)
     out = run_bench("bench_score.py", workdir, "--full-size", "--configs", configs, "--images", 3, "--batch-size", 2)
     assert "OWLv2 base patch16 + CLIP ViT-L/14" in out and "same scores: yes (3 pictures" in out
+
+
+@pytest.mark.browser  # part 2 opens the page in Chromium
+def test_bench_review_smoke(tmp_path):
+    result = run_script("benchmarks/bench_review.py", "--pictures", 8, "--workers", "1,2", "--page-sizes", 300, "--repeat", 1,
+                        "--workdir", tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    drawn = [line.split() for line in lines if line.strip().startswith(("1 ", "2 ")) and len(line.split()) == 4]
+    assert [row[0] for row in drawn] == ["1", "2"] and all(float(row[2]) > 0 and float(row[3]) > 0 for row in drawn)
+    assert len(list((tmp_path / "boxes_8_2" / "generation").glob("*.png"))) == 8
+    page = next(line.split() for line in lines if line.strip().startswith("300 "))
+    assert float(page[2]) > 0 and float(page[3]) > 0 and 0 < float(page[4]) < 60
+    assert len(list((tmp_path / "page_300" / "boxes" / "review_data").glob("cards-*.js"))) == 1
 
 
 def test_bench_resume_smoke(tmp_path):

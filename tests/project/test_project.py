@@ -61,4 +61,4 @@ def test_the_project_metadata_reads_the_requirements_files(tmp_path):
     requires = metadata.get_all("Requires-Dist")
     assert [r for r in requires if "extra ==" not in r] == requirement_lines("requirements.txt")
     assert [r.split(";")[0].strip() for r in requires if 'extra == "test"' in r] == requirement_lines("requirements-test.txt")
-    assert "torch>=2.1.2" in requires
+    assert "torch>=2.5.0" in requires

@@ -145,7 +145,9 @@ def test_resume_keeps_existing_copies_and_overwrite_redraws(tmp_path, stage_outp
     assert "overviews:" not in result.stderr and "boxes:" not in result.stderr, result.stderr  # no empty progress bars
     result = run_script(SCRIPT, *args, "--overwrite")
     assert result.returncode == 0 and "drawn 16" in result.stdout and Image.open(marked).size != (3, 3)
-    assert "overviews: 100%" in result.stderr and "boxes: 100%" in result.stderr, result.stderr
+    # Not on a terminal: no bar, one line per loop.
+    assert "overviews: 4 images in" in result.stderr and "boxes: 16 images in" in result.stderr, result.stderr
+    assert "\r" not in result.stderr and "%|" not in result.stderr
 
 
 def test_one_mode_folder_boxes_from_manifest_and_any_image_mode(tmp_path, stage_outputs):
@@ -162,7 +164,7 @@ def test_one_mode_folder_boxes_from_manifest_and_any_image_mode(tmp_path, stage_
     boxes = tmp_path / "boxes"
     result = run_script(SCRIPT, "-g", folder, "-p", out / "blip2_post.json", "-o", boxes)
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in boxes.iterdir()) == ["generation", "overview", "review.html"]
+    assert sorted(p.name for p in boxes.iterdir()) == ["generation", "overview", "review.html", "review_data"]
     assert "skipped (not made by stage 2) 1" in result.stdout and "notes.png" in result.stderr
     drawn = Image.open(boxes / "generation" / moved["file_name"])
     w, h = drawn.size
@@ -252,3 +254,19 @@ def test_a_killed_runs_temp_files_are_removed_by_the_rerun(stage_outputs, tmp_pa
     assert result.returncode == 0, result.stderr
     assert copy.is_file() and not any(path.exists() for path in stale)
     assert [p for p in boxes.rglob("*") if p.name.endswith(".tmp")] == []
+
+
+def test_workers_draw_the_same_files_and_default_to_every_cpu(tmp_path, stage_outputs, sample_dataset):
+    import os
+
+    assert stage.build_parser().parse_args(["-g", "x", "-p", "y", "-o", "z"]).num_workers == len(os.sched_getaffinity(0))
+    drawn = {}
+    for workers in (1, 3):
+        boxes = tmp_path / f"boxes_{workers}"
+        result = run_script(SCRIPT, "-g", stage_outputs, "-p", stage_outputs / "blip2_post.json", "-i", sample_dataset / "images",
+                            "-o", boxes, "--num-workers", workers)
+        assert result.returncode == 0 and "drawn 16" in result.stdout and "originals drawn 4" in result.stdout, result.stderr
+        drawn[workers] = {p.relative_to(boxes): p.read_bytes() for p in boxes.rglob("*") if p.is_file()}
+    assert drawn[1] == drawn[3] and len(drawn[1]) == 16 + 4 + 4 + 2  # copies, overviews, originals, page + its sidecar
+    result = run_script(SCRIPT, "-g", stage_outputs, "-p", stage_outputs / "blip2_post.json", "-o", tmp_path / "b", "--num-workers", -1)
+    assert result.returncode == 2 and result.stderr == "error: must not be negative (--num-workers -1)\n"

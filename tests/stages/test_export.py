@@ -374,5 +374,5 @@ def test_originals_copy_link_and_switching_between_them(tmp_path, sample_dataset
         assert os.path.samefile(final / "images" / image["file_name"], sample_dataset / "images" / image["file_name"][len("original/"):])
     assert {p: p.stat().st_nlink for p in nlinks} == {p: n + 1 for p, n in nlinks.items()}  # one more name each, no change
     result = run_finalize(sample_dataset, stage_outputs, selected, final, "--overwrite", "--merge")
-    assert result.returncode == 0 and f"files copied {len(selected_files := list(selected.rglob('*.png')))}" in result.stdout
+    assert result.returncode == 0 and f"pictures copied {len(selected_files := list(selected.rglob('*.png')))}" in result.stdout
     assert len(selected_files) == len(sources) * 2  # a rerun links no original again; the picked ones are recopied

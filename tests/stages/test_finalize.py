@@ -72,6 +72,9 @@ def test_picked_images_become_a_coco_dataset(tmp_path, stage_outputs, sample_dat
     for image in merged["images"]:  # one image root for both files, no '..'
         assert ".." not in image["file_name"].split("/") and (final / "images" / image["file_name"]).is_file()
     assert "category" in result.stdout and "selected 2 generated images (generation 1, inpainting 1)" in result.stdout
+    header = next(line for line in result.stdout.splitlines() if line.startswith("category")).split()
+    assert header[2:] == ["boxes", "in", "original", "file", "boxes", "in", "annotations.json", "boxes", "in", "train_augmented.json"]
+    assert "files: pictures copied 2 (of 2); originals hard-linked" in result.stdout
     assert tree_hashes(stage_outputs, sample_dataset, selected) == before
 
 
@@ -167,7 +170,7 @@ def test_existing_result_needs_overwrite(tmp_path, stage_outputs, sample_dataset
     assert result.returncode == 2 and "--overwrite" in result.stderr and not (final / "train_augmented.json").exists()
     result = run_finalize(sample_dataset, stage_outputs, selected, final, "--overwrite")
     assert result.returncode == 0 and (final / "annotations.json").read_bytes() == first
-    assert "files copied 0" in result.stdout or "files copied" in result.stdout
+    assert "pictures copied 2 (of 2); originals hard-linked 0 (of 2)" in result.stdout  # --overwrite recopies the pictures
 
 
 def test_help_and_docs_name_every_flag():

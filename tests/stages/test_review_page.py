@@ -9,11 +9,12 @@ import time
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 import draw_bboxes as stage
 from cocoaug.picks import PASSED_PICKS_FILE, read_picks, write_picks
-from cocoaug.review import CARDS_PER_PAGE, ReviewPicture, page_data, read_page_data, render_page
+from cocoaug.review import (CARDS_PER_PAGE, ReviewPicture, page_data, read_page_data, render_page, sidecar_name, split_page_data,
+                            write_review_page)
 from cocoaug.scores import read_scores, write_scores
 from tests.helpers.scripts import run_script
 from tests.helpers.stage_outputs import make_scores
@@ -54,6 +55,33 @@ def test_the_band_carries_the_region_score_and_says_not_found():
     band_row = 150 - 5  # inside the label band above the box (y0 = 150)
     width = lambda image: int((np.asarray(image)[band_row] == np.array(colour, dtype=np.uint8)).all(axis=1).sum())
     assert width(scored) > 3 * width(plain)  # "ball 0.12 not found" is a longer band than "ball"
+
+
+def test_box_labels_never_overlap_go_inside_when_there_is_no_room_above_and_are_shortened():
+    """Four overlapping boxes at the top edge of a small picture, long labels and scores: the bands the issue showed
+    overlapping ("box -0.16 notbox -0.18 not...")."""
+    size, line = (200, 150), stage.line_width_for(200, 150)
+    font = ImageFont.load_default(size=stage.font_size_for(*size))
+    measure = lambda text: ImageDraw.Draw(Image.new("RGB", size)).textbbox((0, 0), text, font=font)
+    boxes = np.array([[0, 0, 120, 90], [10, 5, 130, 100], [20, 10, 140, 110], [30, 40, 190, 148]], dtype=float)
+    scores = [{"found": False, "region_clip": -0.16 - 0.01 * k} for k in range(4)]
+    texts = [stage.label_texts("potted plant", score) for score in scores]
+    assert texts[0] == ["potted plant -0.16 not found", "potted pl. -0.16", "potted pl.", "p"]
+    spots = stage.label_spots(boxes, texts, measure, size, line)
+    rects = [spot[0] for spot in spots if spot is not None]
+    assert len(rects) >= 3
+    for k, a in enumerate(rects):
+        assert 0 <= a[0] and 0 <= a[1] and a[2] <= size[0] and a[3] <= size[1]
+        for b in rects[k + 1:]:
+            assert a[2] < b[0] or b[2] < a[0] or a[3] < b[1] or b[3] < a[1], (a, b)  # no two bands touch
+    (first, text), box = spots[0], boxes[0]
+    assert first[1] >= box[1] and first[3] <= box[3] and first[2] <= box[2]  # no room above the first box: inside it
+    assert text != texts[0][0]  # and shortened to fit its width
+    # With room above, the band goes there with the full text.
+    (rect, text), = stage.label_spots(np.array([[20, 80, 190, 140]], dtype=float), [texts[0]], measure, size, line)
+    assert rect[3] <= 80 and text == texts[0][0]
+    drawn = stage.draw_boxes(Image.new("RGB", size, GREY), boxes / [200, 150, 200, 150], [1, 2, 3, 4], ["potted plant"] * 4, scores)
+    assert drawn.size == size
 
 
 def test_overview_panels_say_passed_in_green_and_failed_in_red():
@@ -116,9 +144,11 @@ def test_a_copy_is_redrawn_when_its_scores_change_and_kept_otherwise(tmp_path, s
     args = ["-g", out, "-p", out / "blip2_post.json", "-i", sample_dataset / "images", "-o", boxes]
     result = run_script(SCRIPT, *args)
     assert result.returncode == 0 and "drawn 0, skipped as existing 16" in result.stdout and "overviews written 0" in result.stdout
-    page_written = (boxes / "review.html").stat().st_mtime_ns  # rewritten once: this OUT_DIR is elsewhere
+    sidecar = boxes / "review_data" / "cards-0000.js"
+    page_written, sidecar_written = (boxes / "review.html").stat().st_mtime_ns, sidecar.stat().st_mtime_ns  # rewritten once: this OUT_DIR is elsewhere
     assert run_script(SCRIPT, *args).returncode == 0
     assert (boxes / "review.html").stat().st_mtime_ns == page_written  # the same page is not rewritten
+    assert sidecar.stat().st_mtime_ns == sidecar_written
     scores = read_scores(out / "inpainting")
     name = sorted(scores)[0]
     scores[name]["boxes"][0]["region_clip"] = 0.99
@@ -127,7 +157,7 @@ def test_a_copy_is_redrawn_when_its_scores_change_and_kept_otherwise(tmp_path, s
     result = run_script(SCRIPT, *args)
     assert result.returncode == 0 and "drawn 1, skipped as existing 15" in result.stdout and "overviews written 1" in result.stdout
     assert (boxes / "inpainting" / name).read_bytes() != before
-    assert (boxes / "review.html").stat().st_mtime_ns != page_written and "0.99" in (boxes / "review.html").read_text()
+    assert sidecar.stat().st_mtime_ns != sidecar_written and "0.99" in sidecar.read_text()  # the box scores live in the sidecar
 
 
 def test_the_page_embeds_every_picture_its_scores_and_the_passed_picks(scored_run):
@@ -158,10 +188,11 @@ def test_page_data_escapes_what_would_end_the_script(tmp_path):
                    "bbox": [[0, 0, 1, 1]], "generated_text": "a </script><script>alert(1)</script> <!-- cat"}}
     data = page_data([ReviewPicture("generation", "1_0007.png", 7, 0, None)], records, generated_dir=tmp_path,
                      boxes_dir=tmp_path / "boxes", clean_dirs={"generation": tmp_path / "generation"})
-    html = render_page(data)
+    html = render_page(split_page_data(data)[0])
     assert b"</script><script>alert" not in html and b"<!-- cat" not in html
-    (tmp_path / "review.html").write_bytes(html)
-    assert read_page_data(tmp_path / "review.html") == json.loads(json.dumps(data))
+    page = write_review_page(tmp_path / "boxes", data)
+    assert b"</script><script>alert" not in page.read_bytes() and "alert(1)" in (tmp_path / "boxes" / sidecar_name(0)).read_text()
+    assert read_page_data(page) == json.loads(json.dumps(data))
     assert data["clean_dirs"] == {"generation": "../generation"} and not data["has_scores"]
 
 
@@ -190,7 +221,24 @@ def test_records_with_variants_give_the_plan_per_category(tmp_path, stage_output
     assert data["has_plan"] and [card["variants"] for card in data["cards"]] == [k + 1 for k in range(len(records))]
 
 
-def test_a_page_of_50000_pictures_stays_a_few_megabytes(tmp_path):
+def test_a_plan_csv_beside_the_records_gives_the_planned_pictures(tmp_path, stage_outputs):
+    from cocoaug.balance import PLAN_FILE, CategoryPlan, write_plan
+
+    out = tmp_path / "out"
+    shutil.copytree(stage_outputs, out)
+    categories = sorted({r["category_id"] for r in json.loads((out / "blip2_post.json").read_text())})
+    write_plan(out / PLAN_FILE, [CategoryPlan(c, f"c{c}", 10, 5, 1.5, None, 1, 3 + c, 6, 16, None, None) for c in categories])
+    result = run_script(SCRIPT, "-g", out, "-p", out / "blip2_post.json", "-o", tmp_path / "boxes", "--no-overview")
+    assert result.returncode == 0, result.stderr
+    data = read_page_data(tmp_path / "boxes" / "review.html")
+    assert data["has_plan"] and data["plan"] == {str(c): 2 * (3 + c) for c in categories}  # per mode run, times the 2 modes
+    (out / PLAN_FILE).write_text("category_id\n1\n")
+    result = run_script(SCRIPT, "-g", out, "-p", out / "blip2_post.json", "-o", tmp_path / "boxes", "--no-overview")
+    assert result.returncode == 0 and "the review page shows no plan" in result.stderr and "lacks the column" in result.stderr
+    assert read_page_data(tmp_path / "boxes" / "review.html")["plan"] is None
+
+
+def test_a_page_of_50000_pictures_stays_a_few_megabytes_and_its_details_go_to_sidecars(tmp_path):
     """12,500 source images x 2 modes x 2 variants, every picture scored with 3 boxes."""
     records, pictures = {}, []
     for image_id in range(1, 12_501):
@@ -209,8 +257,10 @@ def test_a_page_of_50000_pictures_stays_a_few_megabytes(tmp_path):
     data = page_data(pictures, records, generated_dir=tmp_path, boxes_dir=tmp_path / "boxes",
                      clean_dirs={"generation": tmp_path / "generation", "inpainting": tmp_path / "inpainting"},
                      images_dir=tmp_path / "images", originals=set(records))
-    html = render_page(data)
+    index, chunks = split_page_data(data)
+    html = render_page(index)
     seconds = time.perf_counter() - started
-    print(f"50,000 pictures: {len(html) / 1e6:.1f} MB in {seconds:.1f} s")
+    print(f"50,000 pictures: page {len(html) / 1e6:.1f} MB + {len(chunks)} sidecars in {seconds:.1f} s")
     assert sum(len(card["pictures"]) for card in data["cards"]) == 50_000
-    assert len(html) < 12_000_000
+    assert len(chunks) == 125 and all(len(chunk) == CARDS_PER_PAGE for chunk in chunks)
+    assert len(html) < 5_000_000  # the page holds the index; prompts, labels, reasons and box scores are in the sidecars

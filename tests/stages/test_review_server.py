@@ -83,6 +83,11 @@ def test_the_page_and_the_run_pictures_are_served(served, sample_dataset):
     assert request(served, "GET", f"/original/{record['image_id']}.jpg") == (200, (boxes / "original" / f"{record['image_id']}.jpg").read_bytes())
     assert request(served, "GET", f"/source/{record['image_id']}") == (200, (sample_dataset / "images" / record["file_name"]).read_bytes())
     assert request(served, "GET", f"/generation/{name}?cache=1")[0] == 200
+    assert request(served, "GET", "/review_data/cards-0000.js") == (200, (boxes / "review_data" / "cards-0000.js").read_bytes())
+    assert request(served, "GET", "/review_data/cards-0001.js")[0] == 404  # 4 cards: one sidecar
+    # While it serves, the marker tells the file:// page where to go; the server itself does not serve it.
+    marker = (boxes / "review_data" / "server.js").read_text()
+    assert marker == f'cocoaugServer("http://127.0.0.1:{served[1]}/");\n' and request(served, "GET", "/review_data/server.js")[0] == 404
 
 
 @pytest.mark.parametrize("path", [
