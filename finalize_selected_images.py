@@ -164,6 +164,7 @@ def read_picks_selection(picks_path, generated_dir, folders: dict[str, Path]) ->
 
 def check_selection(selection, coco, records_by_id, prompts):
     """Each picked image must come from an image of the annotation file and have its size."""
+    categories_of = None  # image id -> its annotations' category ids, built once if a pick needs it
     for image in selection:
         name = f"{image.mode}/{image.file_name}"
         source = coco.image_by_id.get(image.source_image_id)
@@ -173,7 +174,14 @@ def check_selection(selection, coco, records_by_id, prompts):
         if records_by_id and record is None:
             raise UserError(f"{name} was made from image_id {image.source_image_id}, which is not in the prompts file", prompts)
         if image.entry is None:  # known from its name only: its category must be the source's
-            categories = {record["category_id"]} if record else set(coco.ann_category_id[coco.ann_image_id == image.source_image_id].tolist())
+            if record is not None:
+                categories = {record["category_id"]}
+            else:
+                if categories_of is None:
+                    categories_of = {}
+                    for image_id, category_id in zip(coco.ann_image_id.tolist(), coco.ann_category_id.tolist()):
+                        categories_of.setdefault(image_id, set()).add(category_id)
+                categories = categories_of.get(image.source_image_id, set())
             if image.category_id not in categories:
                 raise UserError(f"{name} names category {image.category_id}, which image_id {image.source_image_id} does not have", coco.path)
         size = image_size(image.path)

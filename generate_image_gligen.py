@@ -24,6 +24,7 @@ across processes). Example::
 """
 
 import argparse
+import json
 import logging
 import math
 import os
@@ -46,11 +47,15 @@ from cocoaug.images import image_size, open_rgb
 from cocoaug.paths import check_inside, refuse_output_inside, require_dir, resolve_under
 from cocoaug.progress import progress
 from cocoaug.records import MAX_VARIANTS, check_records_match_dataset, load_records
-from cocoaug.runtime import check_model_source, distributed_rank, resolve_device, resolve_dtype, run_cli, wait_for_all_processes
+from cocoaug.runtime import (
+    check_model_source, distributed_rank, model_load_errors, resolve_device, resolve_dtype, run_cli, wait_for_all_processes,
+)
 
 log = logging.getLogger("cocoaug")
 
 PHRASE_FIELDS = {"label": "dog", "category_id": 18, "caption": "a dog on a lawn"}
+INPAINTING_CHANNELS = 9  # noisy latents (4) + masked image latents (4) + mask (1)
+MIX_BAND_PIXELS = 1 << 22  # paste_background mixes about this many pixels at a time
 
 
 # ---------------------------------------------------------------- what a user may edit
@@ -126,20 +131,32 @@ def paste_background(original: Image.Image, generated: Image.Image, boxes_xyxy_n
     """Keep ``generated`` inside the boxes and ``original`` everywhere else.
 
     The generated part fades in over ``feather_px`` pixels inside each box edge; a pixel whose
-    centre lies outside every box is exactly the original's.
+    centre lies outside every box is exactly the original's. Mixed a band of rows at a time, and
+    only bands that a box touches: a 90-megapixel picture needs no 10 GB of float arrays.
     """
     width, height = original.size
-    alpha = np.zeros((height, width))
-    centres_x, centres_y = np.arange(width) + 0.5, np.arange(height) + 0.5
-    for x0, y0, x1, y1 in np.asarray(boxes_xyxy_norm, dtype=np.float64).reshape(-1, 4):
-        inside_x = np.minimum(centres_x - x0 * width, x1 * width - centres_x)
-        inside_y = np.minimum(centres_y - y0 * height, y1 * height - centres_y)
-        depth = np.minimum(inside_y[:, None], inside_x[None, :])  # distance inside the box
-        ramp = np.clip(depth / feather_px, 0, 1) if feather_px > 0 else (depth > 0).astype(float)
-        alpha = np.maximum(alpha, np.where(depth > 0, ramp, 0.0))
-    old, new = np.asarray(original, dtype=np.float64), np.asarray(generated, dtype=np.float64)
-    mixed = old + alpha[..., None] * (new - old)
-    return Image.fromarray(np.round(mixed).astype(np.uint8))
+    boxes = np.asarray(boxes_xyxy_norm, dtype=np.float64).reshape(-1, 4) * np.array([width, height, width, height])
+    result, new = np.array(original), np.asarray(generated)
+    centres_x = np.arange(width) + 0.5
+    band = max(1, MIX_BAND_PIXELS // width)
+    for top in range(0, height, band):
+        rows = slice(top, min(height, top + band))
+        centres_y = np.arange(rows.start, rows.stop) + 0.5
+        alpha = np.zeros((len(centres_y), width))
+        for x0, y0, x1, y1 in boxes:
+            if y1 <= rows.start or y0 >= rows.stop:
+                continue
+            inside_x = np.minimum(centres_x - x0, x1 - centres_x)
+            inside_y = np.minimum(centres_y - y0, y1 - centres_y)
+            depth = np.minimum(inside_y[:, None], inside_x[None, :])  # distance inside the box
+            ramp = np.clip(depth / feather_px, 0, 1) if feather_px > 0 else (depth > 0).astype(float)
+            alpha = np.maximum(alpha, np.where(depth > 0, ramp, 0.0))
+        if not alpha.any():
+            continue
+        old = result[rows].astype(np.float64)
+        mixed = old + alpha[..., None] * (new[rows].astype(np.float64) - old)
+        result[rows] = np.round(mixed).astype(np.uint8)
+    return Image.fromarray(result)
 
 
 # ---------------------------------------------------------------- arguments
@@ -195,6 +212,50 @@ def check_args(args):
         args.phrase_template.format(**PHRASE_FIELDS)
     except (KeyError, IndexError, ValueError) as exc:
         raise UserError(f"bad --phrase-template ({exc}); fields are {{label}}, {{category_id}}, {{caption}}", args.phrase_template) from None
+
+
+# ---------------------------------------------------------------- the checkpoint's configs
+# Read as plain JSON, without diffusers: a rerun with nothing left to make never imports torch.
+
+
+def model_config(model: str, subfolder: str, file_name: str = "config.json") -> dict:
+    """One config file of a diffusers checkpoint (a local folder, or a hub id through the hub's cache)."""
+    with model_load_errors(model):
+        if Path(model).is_dir():
+            path = Path(model) / subfolder / file_name
+        else:
+            from huggingface_hub import hf_hub_download
+
+            path = hf_hub_download(model, file_name, subfolder=subfolder)
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(config, dict):
+            raise ValueError(f"{subfolder}/{file_name} is not a JSON object")
+        return config
+
+
+def check_gligen_model(model: str, mode: str):
+    """Refuse a model that is not a GLIGEN text-box model for ``mode``, reading only its UNet config."""
+    config = model_config(model, "unet")
+    if config.get("attention_type") != "gated":
+        raise UserError("not a GLIGEN text-box model (its UNet has no gated self-attention)", model)
+    inpainting = config.get("in_channels") == INPAINTING_CHANNELS
+    if inpainting != (mode == "inpainting"):
+        kind = "an inpainting" if inpainting else "a generation"
+        raise UserError(f"{kind} GLIGEN model cannot run --mode {mode}", model)
+
+
+def native_size_of(model: str) -> int:
+    """The square size a checkpoint was trained at, from its UNet and VAE configs (no weights loaded)."""
+    unet_config, vae_config = model_config(model, "unet"), model_config(model, "vae")
+    with model_load_errors(model):
+        return unet_config["sample_size"] * 2 ** (len(vae_config["block_out_channels"]) - 1)
+
+
+def checkpoint_scheduler(model: str) -> str:
+    """The name of the scheduler class a checkpoint comes with."""
+    config = model_config(model, "scheduler", "scheduler_config.json")
+    with model_load_errors(model):
+        return config["_class_name"]
 
 
 # ---------------------------------------------------------------- the stage's steps
@@ -255,14 +316,14 @@ def plan_work(records, images_dir: Path, out_dir: Path, args) -> tuple[list[Work
     return items, skipped
 
 
-def check_existing_settings(items: list[WorkItem], out_dir: Path, settings: dict, args):
+def check_existing_settings(items: list[WorkItem], out_dir: Path, settings: dict, args) -> int:
     """Refuse to resume over existing images made with other settings than ``settings``, unless
-    --overwrite remakes them or --keep-existing keeps them.
+    --overwrite remakes them or --keep-existing keeps them; returns how many were kept so.
 
     Every process checks all the run's images, so that all stop or none does.
     """
     if args.overwrite:
-        return
+        return 0
     manifest = read_manifest(out_dir) if (out_dir / MANIFEST).is_file() else {}
     entries = []
     for item in items:
@@ -273,11 +334,11 @@ def check_existing_settings(items: list[WorkItem], out_dir: Path, settings: dict
                 entries.append(entry)
     differences = settings_differences(entries, settings)
     if not differences:
-        return
+        return 0
     count = sum(1 for entry in entries if settings_differences([entry], settings))
     if args.keep_existing:
         log.warning("keeping %d existing image(s) made with other settings (--keep-existing): %s", count, "; ".join(differences))
-        return
+        return count
     raise UserError(f"{count} existing image(s) were made with other settings: {'; '.join(differences)}; use --overwrite "
                     "to remake them, or --keep-existing to keep them as they are and make only the missing ones", out_dir)
 
@@ -379,20 +440,19 @@ def main(args):
     out_dir = Path(args.output) / args.mode
     refuse_output_inside([args.output, out_dir], {"image folder": images_dir})
     model = check_model_source(args.model or f"masterful/gligen-1-4-{args.mode}-text-box")
-
-    from cocoaug.gligen_sampler import GligenSampler, check_gligen_model, load_components, native_size_of, scheduler_class_for
-
     check_gligen_model(model, args.mode)
-    scheduler_class, _ = scheduler_class_for(args.scheduler, model)
-    settings = run_settings(args, model, scheduler_class.__name__, args.resolution or native_size_of(model))
+    scheduler = args.scheduler or checkpoint_scheduler(model)
+    settings = run_settings(args, model, scheduler, args.resolution or native_size_of(model))
     items, skipped = plan_work(records[: args.limit], images_dir, out_dir, args)
-    check_existing_settings(items, out_dir, settings, args)
+    kept_other_settings = check_existing_settings(items, out_dir, settings, args)
     mine = items[rank::world_size]
     todo = pending_items(mine, out_dir, args.overwrite)
     read_sizes(todo)
 
     if todo:
         warn_truncated_texts(todo, model, args.phrase_template)
+        from cocoaug.gligen_sampler import GligenSampler, load_components
+
         device = resolve_device(args.device)
         if device.type == "cuda" and device.index is None:
             device = resolve_device(f"cuda:{os.environ.get('LOCAL_RANK', '0')}")
@@ -404,6 +464,13 @@ def main(args):
             components.vae.to(memory_format=torch.channels_last)
         sampler = GligenSampler(components, args.steps, args.guidance_scale, args.grounding_beta, args.negative_prompt)
         generate(todo, sampler, args, settings, out_dir, rank)
+    else:
+        # torch and diffusers load above, and only there: a rerun with nothing left to make exits in a second.
+        if kept_other_settings:
+            from cocoaug.gligen_sampler import scheduler_class_for
+
+            scheduler_class_for(args.scheduler, model)  # a bad --scheduler is an error even with nothing to make
+        log.info("every picture of this run exists: nothing to make, no model loaded")
 
     wait_for_all_processes(world_size)
     manifest_count = None

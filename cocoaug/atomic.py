@@ -1,7 +1,8 @@
 """Atomic writes: a temp file in the destination folder, flushed, then renamed over the target.
 
 A reader never sees a half-written file, and an interrupted write leaves only the old file
-(or none), never a truncated one.
+(or none), never a truncated one. A folder of many small files (stage 4's YOLO labels) is
+written whole in a temp folder and renamed into place the same way (``atomic_folder``).
 """
 
 import csv
@@ -12,6 +13,8 @@ import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
+import shutil
 
 import orjson
 
@@ -62,6 +65,47 @@ def atomic_path(path):
 
 
 @contextmanager
+def atomic_folder(path):
+    """Yield a new temp folder beside ``path``; on success it takes the place of ``path`` (a folder, or
+    nothing), else it is deleted.
+
+    One rename per folder instead of one temp file per file: 100k small files are written in
+    seconds, not minutes. The old folder is moved aside and deleted after the swap; a kill between
+    the two renames leaves no ``path`` (a rerun writes it again) and temp folders that
+    ``remove_stale_temp_files`` deletes. Files inside are not fsynced one by one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = f".{os.getpid()}{TEMP_SUFFIX}"
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=suffix, dir=path.parent))
+        os.chmod(tmp, 0o777 & ~UMASK)
+    except OSError as exc:
+        exc.filename = str(path)
+        raise
+    try:
+        yield tmp
+        if path.is_dir() and not path.is_symlink():
+            old = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=suffix, dir=path.parent))
+            os.rmdir(old)  # a free name in the temp files' pattern, for the old folder
+            os.rename(path, old)
+            os.rename(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UserError(NO_SPACE_MESSAGE, path) from exc
+        if exc.filename is None or str(exc.filename).startswith(str(tmp)):
+            exc.filename, exc.filename2 = str(path), None
+        raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextmanager
 def naming_os_errors(path):
     """Let an OSError raised inside (a write to an open file names no path) name ``path``."""
     try:
@@ -88,18 +132,18 @@ def remove_stale_temp_files(folder, targets=None, recursive: bool = False) -> in
     except (FileNotFoundError, NotADirectoryError):
         return 0
     removed = 0
-    if recursive:
-        for name in names:
-            if os.path.isdir(os.path.join(folder, name)) and not os.path.islink(os.path.join(folder, name)):
-                removed += remove_stale_temp_files(os.path.join(folder, name), targets, recursive=True)
     for name in names:
         match = TEMP_NAME.match(name)
         if match is None or (targets is not None and match["target"] not in targets):
             continue
         if match["pid"] is not None and _is_running(int(match["pid"])):
             continue
-        _remove_quietly(Path(folder) / name)
+        _remove_quietly(Path(folder) / name)  # a temp folder of atomic_folder too
         removed += 1
+    if recursive:
+        for name in os.listdir(folder) if removed else names:
+            if os.path.isdir(os.path.join(folder, name)) and not os.path.islink(os.path.join(folder, name)):
+                removed += remove_stale_temp_files(os.path.join(folder, name), targets, recursive=True)
     return removed
 
 
@@ -121,7 +165,10 @@ def _temp_prefix(path: Path) -> str:
 
 def _remove_quietly(path):
     try:
-        os.remove(path)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
     except FileNotFoundError:
         pass
 

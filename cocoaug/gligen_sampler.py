@@ -24,32 +24,6 @@ from cocoaug.errors import UserError
 from cocoaug.generated import MAX_OBJECTS
 from cocoaug.runtime import model_load_errors
 
-INPAINTING_CHANNELS = 9  # noisy latents (4) + masked image latents (4) + mask (1)
-
-
-def check_gligen_model(model: str, mode: str):
-    """Refuse a model that is not a GLIGEN text-box model for ``mode``, reading only its UNet config."""
-    from diffusers import UNet2DConditionModel
-
-    with model_load_errors(model):
-        config = UNet2DConditionModel.load_config(model, subfolder="unet")
-    if config.get("attention_type") != "gated":
-        raise UserError("not a GLIGEN text-box model (its UNet has no gated self-attention)", model)
-    inpainting = config.get("in_channels") == INPAINTING_CHANNELS
-    if inpainting != (mode == "inpainting"):
-        kind = "an inpainting" if inpainting else "a generation"
-        raise UserError(f"{kind} GLIGEN model cannot run --mode {mode}", model)
-
-
-def native_size_of(model: str) -> int:
-    """The square size a checkpoint was trained at, from its UNet and VAE configs (no weights loaded)."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-
-    with model_load_errors(model):
-        unet_config = UNet2DConditionModel.load_config(model, subfolder="unet")
-        vae_config = AutoencoderKL.load_config(model, subfolder="vae")
-    return unet_config["sample_size"] * 2 ** (len(vae_config["block_out_channels"]) - 1)
-
 
 def texts_over_token_limit(model: str, texts: list[str]) -> tuple[list[str], int]:
     """The texts longer than the checkpoint's CLIP tokenizer takes (77 tokens with its start and end

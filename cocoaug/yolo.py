@@ -18,10 +18,11 @@ an empty label file (a background image).
 """
 
 import json
+import os
 from collections import Counter
 from pathlib import Path, PurePosixPath
 
-from cocoaug.atomic import atomic_path, write_bytes_atomic
+from cocoaug.atomic import atomic_folder, write_bytes_atomic
 from cocoaug.errors import UserError
 from cocoaug.progress import progress
 
@@ -90,18 +91,24 @@ def yolo_labels(outputs: dict[str, dict]) -> tuple[dict[str, bytes], dict]:
 def write_yolo_dataset(dataset_root: Path, outputs: dict[str, dict], labels: dict[str, bytes], train: str) -> int:
     """Write labels/, one image list per COCO file of ``outputs`` and data.yaml (training on ``train``'s list).
 
-    Returns how many label files were written (those already right are kept).
+    labels/ is written whole in a temp folder and renamed into place (``atomic_folder``): at COCO's
+    118k label files, one atomic temp file each took minutes; a label file of an earlier run that
+    this one does not write goes with the old folder. Returns how many label files were written:
+    none when labels/ holds exactly these already.
     """
     dataset_root = Path(dataset_root)
     written = 0
-    for label, content in progress(sorted(labels.items()), desc="YOLO labels", unit="file"):
-        path = dataset_root / "labels" / label
-        if not (path.is_file() and path.read_bytes() == content):
-            # Renamed into place but not fsynced one by one: COCO has 118k images, and a rerun
-            # rewrites any label whose content differs.
-            with atomic_path(path) as tmp:
-                tmp.write_bytes(content)
-            written += 1
+    if not folder_holds(dataset_root / "labels", labels):
+        with atomic_folder(dataset_root / "labels") as tmp:
+            made = set()
+            for label, content in progress(sorted(labels.items()), desc="YOLO labels", unit="file"):
+                path = tmp / label
+                if path.parent not in made:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    made.add(path.parent)
+                with open(path, "wb") as f:
+                    f.write(content)
+        written = len(labels)
     for name, data in outputs.items():
         listing = "".join(f"./images/{image['file_name']}\n" for image in data["images"])
         write_bytes_atomic(dataset_root / Path(name).with_suffix(".txt"), listing.encode())
@@ -109,6 +116,21 @@ def write_yolo_dataset(dataset_root: Path, outputs: dict[str, dict], labels: dic
     yaml = data_yaml(categories, class_indices(categories), Path(train).with_suffix(".txt").name)
     write_bytes_atomic(dataset_root / DATA_YAML, yaml.encode())
     return written
+
+
+def folder_holds(folder: Path, files: dict[str, bytes]) -> bool:
+    """Whether ``folder`` holds exactly ``files`` ({relative posix path: content}), nothing more; stops at the first difference."""
+    if not folder.is_dir() or folder.is_symlink():
+        return False
+    found = 0
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            relative = Path(parent, name).relative_to(folder).as_posix()
+            content = files.get(relative)
+            if content is None or Path(parent, name).read_bytes() != content:
+                return False
+            found += 1
+    return found == len(files)
 
 
 def data_yaml(categories: list[dict], class_of: dict[int, int], train_list: str) -> str:

@@ -52,11 +52,11 @@ def random_fid_inception():
 
 
 def main(args):
-    import torch
-
     if args.output.exists() and not args.overwrite:
         print(f"reused {args.output} (pass --overwrite to rewrite it)")
         return
+    import torch  # after the reuse check: a rerun that writes nothing takes a fraction of a second
+
     with atomic_path(args.output) as tmp:
         torch.save(random_fid_inception().state_dict(), tmp)
     print(f"wrote {args.output}")

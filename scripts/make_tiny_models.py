@@ -393,9 +393,6 @@ def write_atomically(target: Path, build):
 
 
 def main(args):
-    import transformers
-
-    transformers.utils.logging.disable_progress_bar()  # "Writing model shards" bars, one per model
     folder = args.output
     check_output_folder(folder)
     for name, (build, required) in BUILDERS.items():
@@ -406,6 +403,9 @@ def main(args):
             continue
         if target.exists() and not complete:
             print(f"rebuilding {target}: it lacks some of {', '.join(required)}")
+        import transformers  # here, not sooner: a rerun that reuses every model imports none of the libraries
+
+        transformers.utils.logging.disable_progress_bar()  # "Writing model shards" bars, one per model
         write_atomically(target, build)
         print(f"wrote {target}")
 

@@ -6,6 +6,16 @@ import pytest
 
 from tests.helpers.scripts import run_script
 
+# Tests that need a session fixture built by running a model builder: marked `models`, so that
+# `make test-fast` (-m "not models ...") leaves them out without a list to keep up to date.
+MODEL_FIXTURES = {"tiny_models", "fid_weights"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.models)
+
 
 @pytest.fixture(scope="session")
 def sample_dataset(tmp_path_factory) -> Path:

@@ -158,3 +158,13 @@ def test_bench_finetune_smoke(tmp_path):
     assert result.returncode == 0, result.stderr
     assert re.search(r"--batch-size +1: +\d+\.\d+ training images/s", result.stdout)
     assert re.search(r"batch 2 vs 1: x\d+\.\d+ images/s", result.stdout)
+
+
+def test_bench_resume_smoke(tmp_path):
+    result = run_script("benchmarks/bench_resume.py", "--pictures", "20,60", "--labels", 50, "--repeat", 1, "--workdir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "same label files: yes" in result.stdout and "speed-up" in result.stdout
+    assert [line.split()[0] for line in result.stdout.splitlines() if line.strip()[:1].isdigit()][:3] == ["1", "20", "60"]
+    assert len(list((tmp_path / "resume_60" / "out" / "generation").glob("*.png"))) == 60
+    assert len((tmp_path / "resume_60" / "out" / "generation" / "manifest.jsonl").read_text().splitlines()) == 60
+    assert len(list((tmp_path / "labels_1" / "labels").rglob("*.txt"))) == 50

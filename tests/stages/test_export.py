@@ -18,7 +18,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests.helpers.scripts import ROOT, run_finalize, run_python, run_script
 
@@ -128,7 +127,9 @@ def test_generated_boxes_have_the_box_area_and_crowd_boxes_stay_crowd(project):
     assert any(s["area"] != c["area"] for s, c in zip(sources, copies))  # mask areas were not copied
 
 
+@pytest.mark.slow  # trains a detector
 def test_torchvision_recipe_trains_without_crowd_boxes(project, monkeypatch):
+    import torch  # here, not at collection
     from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_320_fpn
 
     def my_detector():
@@ -275,6 +276,7 @@ def test_ultralytics_checks_the_dataset_every_image_found_no_corrupt_label(proje
     assert report["boxes"] == len(non_crowd(data))
 
 
+@pytest.mark.slow  # trains a detector
 def test_ultralytics_recipe_trains_with_its_learning_rate(project, tmp_path):
     """The recipe runs as written, but for one epoch of 64-pixel images on CPU instead of 20 epochs."""
     recipe = (RECIPES / "ultralytics_finetune.py").read_text()
@@ -315,6 +317,29 @@ def test_two_images_on_one_label_file_is_an_error(tmp_path):
     data["images"][1]["file_name"] = "original/images/b.png"
     with pytest.raises(UserError, match="hides the label files from Ultralytics"):
         yolo_labels({"annotations.json": data})
+
+
+def test_the_labels_folder_is_written_whole_and_kept_when_it_is_right(tmp_path):
+    from cocoaug.yolo import write_yolo_dataset, yolo_labels
+
+    data = {"images": [{"id": 1, "file_name": "original/a.jpg", "width": 10, "height": 10},
+                       {"id": 2, "file_name": "generated/inpainting/b.png", "width": 10, "height": 20}],
+            "annotations": [{"id": 1, "image_id": 2, "category_id": 7, "bbox": [0, 0, 5, 10]}],
+            "categories": [{"id": 7, "name": "ball"}]}
+    outputs = {"annotations.json": data}
+    labels, counts = yolo_labels(outputs)
+    assert counts == {"label files": 2, "boxes": 1}
+    assert write_yolo_dataset(tmp_path, outputs, labels, "annotations.json") == 2
+    files = {p.relative_to(tmp_path / "labels").as_posix(): p.read_text() for p in (tmp_path / "labels").rglob("*.txt")}
+    assert files == {"original/a.txt": "", "generated/inpainting/b.txt": "0 0.250000 0.250000 0.500000 0.500000\n"}
+    stamp = (tmp_path / "labels" / "original" / "a.txt").stat().st_ino
+    assert write_yolo_dataset(tmp_path, outputs, labels, "annotations.json") == 0  # right already: kept
+    assert (tmp_path / "labels" / "original" / "a.txt").stat().st_ino == stamp
+    data["images"].pop(0)  # a smaller selection: its labels/ holds no label of the earlier one
+    labels, _ = yolo_labels(outputs)
+    assert write_yolo_dataset(tmp_path, outputs, labels, "annotations.json") == 1
+    assert [p.relative_to(tmp_path).as_posix() for p in sorted((tmp_path / "labels").rglob("*.txt"))] == ["labels/generated/inpainting/b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["annotations.txt", "data.yaml", "labels"]
 
 
 def test_originals_copy_link_and_switching_between_them(tmp_path, sample_dataset, stage_outputs):

@@ -16,6 +16,7 @@ from scipy import linalg
 import evaluate_fid as stage
 from tests.helpers.scripts import ROOT, run_python, run_script
 
+pytestmark = pytest.mark.models  # every test runs the FID Inception network (make test-fast leaves them out)
 SCRIPT = "evaluate_fid.py"
 N_IMAGES = 70  # more than --dims 64, so that both covariances have full rank
 
@@ -94,12 +95,24 @@ def test_identical_folders_score_zero(folders, fid_weights):
     assert abs(float(result.stdout.split()[1])) < 1e-3
 
 
-def test_standard_2048_features_and_a_warning_for_few_images(tmp_path, fid_weights):
+def test_standard_2048_features_by_default(tmp_path, fid_weights):
+    """The default --dims is the standard FID's 2048 pool features; taken in-process, without the 2048x2048 matrix
+    square root of a whole run (pytorch-fid's own code, minutes on a CPU: the distance is checked at 64 dims)."""
+    real = write_images(tmp_path / "r", 2, 2, 100)
+    args = stage.build_parser().parse_args(["-r", str(real), "-g", str(real), "--weights", str(fid_weights)])
+    assert args.dims == 2048
+    model = stage.load_inception(args.dims, args.weights, torch.device("cpu"))
+    features = stage.activations(stage.image_files(real), model, 2, 0, torch.device("cpu"), "real")
+    assert features.shape == (2, 2048) and np.isfinite(features).all() and features.std() > 0
+    assert not np.allclose(features[0], features[1])
+
+
+def test_fewer_images_than_dimensions_is_one_warning(tmp_path, fid_weights):
     real, generated = write_images(tmp_path / "r", 2, 2, 100), write_images(tmp_path / "g", 3, 3, 160)
-    result = run_script(SCRIPT, "-r", real, "-g", generated, "--weights", fid_weights, "--num-workers", 0)
+    result = run_script(SCRIPT, "-r", real, "-g", generated, "--weights", fid_weights, "--dims", 64, "--num-workers", 0)
     assert result.returncode == 0, result.stderr
-    assert "dims 2048; 2 real, 3 generated" in result.stdout
-    assert "has 2 images, fewer than the 2048 feature dimensions" in result.stderr
+    assert "dims 64; 2 real, 3 generated" in result.stdout
+    assert "has 2 images, fewer than the 64 feature dimensions" in result.stderr
     # scipy's LinAlgWarning (and pytorch-fid's print) become one plain line, without a source line.
     assert "LinAlgWarning" not in result.stderr and "warnings.warn" not in result.stderr, result.stderr
     assert "singular product" not in result.stdout, result.stdout

@@ -90,6 +90,7 @@ def test_summary_counts_boxes_per_category_before_and_after(tmp_path, stage_outp
         assert row.split()[-3:] == [str(count(original)), str(count(final)), str(count(merged))]
 
 
+@pytest.mark.slow  # trains a detector
 def test_outputs_load_in_pycocotools_torchvision_and_train_a_detector(tmp_path, stage_outputs, sample_dataset, picked):
     from pycocotools.coco import COCO
     from torchvision.datasets import CocoDetection

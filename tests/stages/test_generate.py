@@ -17,9 +17,8 @@ from PIL import Image
 
 import generate_image_gligen as stage
 from cocoaug.generated import MAX_OBJECTS, image_seed, read_manifest, read_png_entry, save_generated_png
-from cocoaug.gligen_sampler import keep_mask_from_boxes
 from cocoaug.runtime import run_cli
-from tests.helpers.scripts import ROOT, run_script
+from tests.helpers.scripts import ROOT, run_python, run_script
 from tests.helpers.stage_inputs import BOXES, PICTURES, STAGE2_FAST, stage1_record, write_inputs
 
 SCRIPT = "generate_image_gligen.py"
@@ -120,6 +119,8 @@ def test_paste_background_keeps_the_outside_and_fades_in_the_inside():
 
 
 def test_keep_mask_covers_every_latent_cell_a_box_touches():
+    from cocoaug.gligen_sampler import keep_mask_from_boxes  # imports torch: not at collection
+
     mask = keep_mask_from_boxes([[0.1, 0.25, 0.5, 0.5]], 8, 8)
     assert mask[2:4, 0:4].eq(0).all() and mask.sum() == 64 - 8
     assert keep_mask_from_boxes([[0.0, 0.0, 1.0, 1.0]], 4, 6).sum() == 0
@@ -171,6 +172,22 @@ def test_manifest_lists_every_image_with_what_made_it(inpainted, inputs):
         "resolution": 64, "run_seed": 0, "keep_background": True, "feather": 2.0,
     }
     assert entry["model"].endswith("gligen-inpainting")
+
+
+def test_a_rerun_with_every_picture_made_says_so_without_importing_torch(inpainted, inputs, tiny_models):
+    """The rerun of a finished run ends in a second: no torch, no diffusers (python -X importtime lists what loads)."""
+    folder, _ = inpainted
+    images, prompts = inputs
+    before = {p.name: p.read_bytes() for p in folder.glob("*.png")}
+    result = run_python("-X", "importtime", ROOT / SCRIPT, "--mode", "inpainting", "-i", images, "-p", prompts, "-o", folder.parent,
+                        "--model", tiny_models / "gligen-inpainting", *STAGE2_FAST, "--batch-size", "3", "--feather", "2")
+    assert result.returncode == 0, result.stderr
+    assert "every picture of this run exists: nothing to make, no model loaded" in result.stderr
+    assert "generated 0, skipped as existing 4" in result.stdout
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert {"PIL.Image", "cocoaug.generated"} <= imported  # the import log is complete
+    assert not imported & {"torch", "diffusers", "transformers"}
+    assert before == {p.name: p.read_bytes() for p in folder.glob("*.png")}
 
 
 def test_a_rerun_keeps_existing_images_and_overwrite_remakes_them(inpainted, inputs, tiny_models, capsys):
@@ -410,29 +427,35 @@ def test_settings_that_older_entries_lack_are_not_differences(bad_inputs, tiny_m
 # ---------------------------------------------------------------- interruptions
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
-def test_an_interrupted_run_leaves_whole_files_and_resumes(tmp_path, tiny_models, sig):
+def interrupt_after_next_picture(args, folder, sig) -> tuple[subprocess.Popen, str, list]:
+    """Start stage 2, send ``sig`` once a picture more than before is on disk; the process, its stderr and the pictures."""
+    before = len(list(folder.glob("*.png"))) if folder.is_dir() else 0
+    proc = subprocess.Popen(list(map(str, args)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while (len(list(folder.glob("*.png"))) if folder.is_dir() else 0) <= before and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    done = sorted(folder.glob("*.png"))
+    assert before < len(done), "the run was not interrupted after a new picture"
+    for path in done:
+        assert pixels(path).shape == (64, 96, 3)  # every file is whole
+    return proc, stderr, done
+
+
+def test_an_interrupted_run_leaves_whole_files_and_resumes(tmp_path, tiny_models):
+    """Ctrl-C (SIGINT) says how to resume and cleans up; a SIGKILL leaves whole files; the rerun makes only the rest."""
     pictures = {i: (f"p{i}.png", 96, 64) for i in range(1, 11)}
     images, prompts = write_inputs(tmp_path, pictures)
     out = tmp_path / "out"
     args = [sys.executable, str(ROOT / SCRIPT), "--mode", "generation", "-i", images, "-p", prompts, "-o", out,
             "--model", tiny_models / "gligen-generation", "--steps", "3", "--resolution", "64", "--batch-size", "1"]
-    proc = subprocess.Popen(list(map(str, args)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     folder = out / "generation"
-    deadline = time.monotonic() + 120
-    while not list(folder.glob("*.png")) and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(sig)
-    _, stderr = proc.communicate(timeout=60)
-    done = sorted(folder.glob("*.png"))
-    assert 1 <= len(done) < len(pictures), "the run was not interrupted in the middle"
-    for path in done:
-        assert pixels(path).shape == (64, 96, 3)  # every file is whole
-    if sig == signal.SIGINT:
-        assert proc.returncode == 130 and "run the same command again to resume" in stderr
-        assert not [p for p in os.listdir(folder) if p.endswith(".tmp")]
-    else:
-        assert proc.returncode == -signal.SIGKILL
+    proc, stderr, _ = interrupt_after_next_picture(args, folder, signal.SIGINT)
+    assert proc.returncode == 130 and "run the same command again to resume" in stderr
+    assert not [p for p in os.listdir(folder) if p.endswith(".tmp")]
+    proc, _, done = interrupt_after_next_picture(args, folder, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL and len(done) < len(pictures), "the run was not interrupted in the middle"
     again = run_script(SCRIPT, *args[2:])
     assert again.returncode == 0, again.stderr
     assert f"generated {len(pictures) - len(done)}, skipped as existing {len(done)}" in again.stdout

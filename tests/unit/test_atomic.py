@@ -11,8 +11,8 @@ import textwrap
 import pytest
 from PIL import Image
 
-from cocoaug.atomic import (atomic_path, naming_os_errors, remove_stale_temp_files, remove_temp_files, save_image_atomic,
-                            write_csv_atomic, write_json_atomic)
+from cocoaug.atomic import (UMASK, atomic_folder, atomic_path, naming_os_errors, remove_stale_temp_files, remove_temp_files,
+                            save_image_atomic, write_csv_atomic, write_json_atomic)
 from cocoaug.errors import UserError
 
 
@@ -136,3 +136,42 @@ def test_an_os_error_of_a_write_names_the_target_not_the_temp_file(tmp_path):
         with naming_os_errors(target):
             raise OSError(errno.ENOSPC, "No space left on device")
     assert info.value.filename == str(target)
+
+
+def tree(folder) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_folder_is_replaced_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "labels"
+    with atomic_folder(target) as tmp:
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "a.txt").write_bytes(b"1")
+        (tmp / "b.txt").write_bytes(b"2")
+        assert not target.exists()  # nobody sees the folder before it is whole
+    assert tree(target) == {"sub/a.txt": b"1", "b.txt": b"2"}
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_folder(target) as tmp:
+            (tmp / "c.txt").write_bytes(b"3")
+            raise KeyboardInterrupt
+    assert tree(target) == {"sub/a.txt": b"1", "b.txt": b"2"} and os.listdir(tmp_path) == ["labels"]
+    with atomic_folder(target) as tmp:
+        (tmp / "c.txt").write_bytes(b"3")
+    assert tree(target) == {"c.txt": b"3"} and os.listdir(tmp_path) == ["labels"]  # the old folder is gone
+    assert target.stat().st_mode & 0o777 == 0o777 & ~UMASK  # as a plain mkdir makes it, not mkdtemp's 0o700
+
+
+def test_a_killed_folder_writer_leaves_a_temp_folder_that_the_next_run_removes(tmp_path):
+    code = textwrap.dedent(f"""
+        import os, signal
+        from cocoaug.atomic import atomic_folder
+        with atomic_folder({str(tmp_path / "final" / "labels")!r}) as tmp:
+            (tmp / "a.txt").write_bytes(b"x")
+            os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True)
+    assert result.returncode == -signal.SIGKILL
+    left = os.listdir(tmp_path / "final")
+    assert len(left) == 1 and left[0].startswith(".labels.") and left[0].endswith(".tmp")
+    assert remove_stale_temp_files(tmp_path, recursive=True) == 1
+    assert os.listdir(tmp_path / "final") == []
