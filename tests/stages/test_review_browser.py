@@ -572,10 +572,28 @@ def test_a_picture_the_safety_checker_flagged_is_blurred_until_clicked(browser, 
     write_review_page(boxes, page_data(pictures, {7: record}, generated_dir=tmp_path, boxes_dir=boxes, clean_dirs={}))
     page, errors = open_page(browser, (boxes / "review.html").as_uri())
     flagged = page.locator("figure[data-key='generation/1_0007_0.png'] img")
+    # The zoom view blurs it too, until a click there.
+    page.evaluate("focus = pagePics.findIndex((p) => p.key === 'generation/1_0007_0.png'); paintFocus(false)")
+    page.keyboard.press("Enter")
+    zoomed = page.locator("#zoom-stage img")
+    assert zoomed.get_attribute("class") == "nsfw" and "blur" in zoomed.evaluate("(img) => getComputedStyle(img).filter")
+    page.keyboard.press("o")  # the original was never flagged
+    assert zoomed.evaluate("(img) => getComputedStyle(img).filter") == "none"
+    page.keyboard.press("o")
+    assert "blur" in zoomed.evaluate("(img) => getComputedStyle(img).filter")
+    page.keyboard.press("Escape")
     assert flagged.get_attribute("class") == "nsfw" and "blur" in flagged.evaluate("(img) => getComputedStyle(img).filter")
     assert page.locator("figure[data-key='generation/1_0007_1.png'] img").evaluate("(img) => getComputedStyle(img).filter") == "none"
     flagged.click()
     assert flagged.evaluate("(img) => getComputedStyle(img).filter") == "none"
     assert decisions(page) == {}  # a click shows the picture; it decides nothing
     page.keyboard.press("]")  # a re-render keeps it shown
-    assert not page.locator("img.nsfw").count() and not errors
+    assert not page.locator("figure img.nsfw").count() and not errors
+    # After a reload it is blurred again; a click in the zoom view shows it there and on its card.
+    page.reload()
+    page.wait_for_selector("body[data-ready='1']")
+    page.evaluate("focus = pagePics.findIndex((p) => p.key === 'generation/1_0007_0.png'); paintFocus(false)")
+    page.keyboard.press("Enter")
+    page.locator("#zoom-stage img").click()
+    assert page.locator("#zoom.open").count() == 1 and not page.locator("img.nsfw").count()
+    assert decisions(page) == {} and not errors
