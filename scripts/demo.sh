@@ -58,7 +58,7 @@ step "quality scores: OWLv2 finds each box's object, CLIP scores its crop (score
 # DEMO-ONLY THRESHOLDS. Random-weight models never meet the real defaults (--min-iou 0.5, --min-region-clip
 # 0.21, --max-extra-objects 0), so every picture would fail; these looser ones let a few pass and a few fail,
 # so that the review page shows both. Never use them with real models.
-DEMO_ONLY_THRESHOLDS=(--min-iou 0.25 --min-region-clip -0.2 --max-extra-objects 20)
+DEMO_ONLY_THRESHOLDS=(--min-iou 0.15 --min-region-clip -0.35 --max-extra-objects 20)
 run "$PYTHON" score_images.py -g "$OUT" -p "$OUT/blip2_post.json" --detector "$MODELS/owlv2" --clip-model "$MODELS/clip" --device cpu \
     "${DEMO_ONLY_THRESHOLDS[@]}"
 
