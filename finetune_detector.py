@@ -362,7 +362,8 @@ def main(args):
         torch.distributed.barrier()  # rank 0 has removed what --overwrite replaces
 
     def new_model():
-        return build_model(args.model, train_set.categories.num_classes, options, args.min_size, args.max_size)
+        return build_model(args.model, train_set.categories.num_classes, options, args.min_size, args.max_size,
+                           frozen_batchnorm=bool(args.checkpoint))
 
     torch.manual_seed(args.seed)
     start = new_model()

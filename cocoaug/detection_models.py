@@ -58,8 +58,13 @@ def parse_model_options(pairs: list[str]) -> dict:
     return options
 
 
-def build_model(name: str, num_classes: int, options: dict, min_size=None, max_size=None):
-    """A torchvision detection model with random weights, ``num_classes`` counting the background."""
+def build_model(name: str, num_classes: int, options: dict, min_size=None, max_size=None, frozen_batchnorm: bool = False):
+    """A torchvision detection model with random weights, ``num_classes`` counting the background.
+
+    ``frozen_batchnorm`` builds the backbone's trunk as torchvision builds its trained detectors: with
+    FrozenBatchNorm2d, whose statistics and affine stay those of the starting checkpoint. Built with
+    ``weights=None`` the trunk has plain BatchNorm, which batches of a few images would retrain.
+    """
     from torchvision.models import get_model_builder
 
     if name in UNSUPPORTED:
@@ -72,11 +77,29 @@ def build_model(name: str, num_classes: int, options: dict, min_size=None, max_s
     if max_size is not None:
         kwargs["max_size"] = max_size
     try:
-        return get_model_builder(name)(weights=None, weights_backbone=None, num_classes=num_classes, **kwargs)
+        model = get_model_builder(name)(weights=None, weights_backbone=None, num_classes=num_classes, **kwargs)
     except TypeError as exc:
         raise UserError(f"{name} does not take these options: {exc}", "--model-option/--min-size/--max-size") from None
     except ValueError as exc:
         raise UserError(f"{name} refuses these options: {exc}", "--model-option/--min-size/--max-size") from None
+    if frozen_batchnorm and hasattr(model.backbone, "body"):
+        freeze_batchnorm(model.backbone.body)
+    return model
+
+
+def freeze_batchnorm(module):
+    """Replace every BatchNorm2d under ``module`` with a FrozenBatchNorm2d of the same statistics and affine."""
+    from torch import nn
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            for key in ("weight", "bias", "running_mean", "running_var"):
+                getattr(frozen, key).copy_(getattr(child, key).detach())
+            setattr(module, name, frozen)
+        else:
+            freeze_batchnorm(child)
 
 
 def read_checkpoint(path) -> dict:
@@ -114,8 +137,9 @@ def load_weights(model, model_name: str, checkpoint: dict, source, mapping, rese
     own = model.state_dict()
     heads = head_prefixes(model_name)
     in_head = [key for key in own if key.startswith(heads)]
-    missing = [key for key in own if key not in state and key not in in_head]
-    unexpected = [key for key in state if key not in own]
+    # BatchNorm's step counter is kept by plain BatchNorm only: a checkpoint with or without it fits.
+    missing = [key for key in own if key not in state and key not in in_head and not key.endswith("num_batches_tracked")]
+    unexpected = [key for key in state if key not in own and not key.endswith("num_batches_tracked")]
     misfit = [key for key in own if key in state and key not in in_head and state[key].shape != own[key].shape]
     if missing or unexpected or misfit:
         problems = [f"{len(keys)} {what} ({listed(keys, 3)})" for what, keys in

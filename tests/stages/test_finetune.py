@@ -266,3 +266,36 @@ def test_the_issues_builders_train_and_take_a_new_head(name, small_set):
     head = [k for k in own if k.startswith(("roi_heads.box_predictor.", "head.classification_head.cls_logits."))]
     assert head and all(own[k].shape != other[k].shape for k in head if k.endswith("weight"))
     assert all(torch.equal(own[k], other[k]) for k in own if k not in head)
+
+
+def test_a_checkpoint_trains_with_the_trunks_batchnorm_frozen_as_torchvision_builds_trained_detectors(small_set):
+    """torchvision's trained detectors keep their trunk's BatchNorm frozen (no step counter in their state_dict):
+    such a state_dict loads, and fine-tuning from it leaves the trunk's statistics as they were."""
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    from cocoaug.detection_data import DetectionDataset, collate, load_training_set
+    from cocoaug.detection_models import build_model, freeze_batchnorm, load_weights
+
+    torch.manual_seed(0)
+    train_set = load_training_set(small_set)
+    classes = train_set.categories.num_classes
+    trained = build_model(MODEL, classes, {}, 64, 96)
+    freeze_batchnorm(trained.backbone.body)  # the layout of torchvision's own trained weights
+    state = trained.state_dict()
+    assert not any(key.startswith("backbone.body.") and key.endswith("num_batches_tracked") for key in state)
+
+    model = build_model(MODEL, classes, {}, 64, 96, frozen_batchnorm=True)
+    load_weights(model, MODEL, {"model": state, "categories": None}, "theirs.pth", train_set.categories, reset_head=False)
+    trunk = [m for m in model.backbone.body.modules() if isinstance(m, (torch.nn.BatchNorm2d, FrozenBatchNorm2d))]
+    assert trunk and all(isinstance(m, FrozenBatchNorm2d) for m in trunk)
+    before = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("backbone.body.") and "running_" in k}
+    images, targets = collate([DetectionDataset(train_set, flip=True)[k] for k in range(2)])
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01)
+    sum(model.train()(list(images), list(targets)).values()).backward()
+    optimizer.step()
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+
+    # From random weights (no checkpoint) the trunk keeps plain BatchNorm, whose statistics train.
+    plain = build_model(MODEL, classes, {}, 64, 96)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.backbone.body.modules())
