@@ -36,7 +36,7 @@ def stop_server(process: subprocess.Popen) -> tuple[int, str]:
     """Ctrl-C; returns the exit code and what it printed after the URL."""
     process.send_signal(signal.SIGINT)
     try:
-        rest, _ = process.communicate(timeout=30)
+        rest, _ = process.communicate(timeout=120)  # a loaded machine can take a while to shut the server down
     except subprocess.TimeoutExpired:
         process.kill()
         rest, _ = process.communicate()

@@ -445,7 +445,7 @@ def interrupt_after_next_picture(args, folder, sig) -> tuple[subprocess.Popen, s
 
 def test_an_interrupted_run_leaves_whole_files_and_resumes(tmp_path, tiny_models):
     """Ctrl-C (SIGINT) says how to resume and cleans up; a SIGKILL leaves whole files; the rerun makes only the rest."""
-    pictures = {i: (f"p{i}.png", 96, 64) for i in range(1, 11)}
+    pictures = {i: (f"p{i}.png", 96, 64) for i in range(1, 25)}
     images, prompts = write_inputs(tmp_path, pictures)
     out = tmp_path / "out"
     args = [sys.executable, str(ROOT / SCRIPT), "--mode", "generation", "-i", images, "-p", prompts, "-o", out,
