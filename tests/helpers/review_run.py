@@ -8,14 +8,15 @@ import sys
 import time
 from pathlib import Path
 
-from tests.helpers.scripts import ROOT
+from tests.helpers.scripts import ROOT, default_sigint
 
 
 def start_server(*draw_args, log_path: Path, timeout: float = 120.0) -> tuple[subprocess.Popen, str]:
     """Run stage 3 with --serve on a free port of 127.0.0.1; returns the process and the page's URL."""
     stderr = open(log_path, "w")
     process = subprocess.Popen([sys.executable, str(ROOT / "draw_bboxes.py"), *map(str, draw_args), "--serve", "--port", "0"],
-                               stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=ROOT)
+                               stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=ROOT,
+                               preexec_fn=default_sigint)
     stderr.close()
     deadline = time.monotonic() + timeout
     seen = []

@@ -39,3 +39,12 @@ def run_finalize(dataset: Path, generated: Path, picked: Path | None, final: Pat
 def tree_hashes(*folders) -> dict:
     """The SHA-256 of every file under the folders, by path: equal before and after a run that left them untouched."""
     return {p: hashlib.sha256(p.read_bytes()).hexdigest() for f in folders for p in sorted(Path(f).rglob("*")) if p.is_file()}
+
+
+def default_sigint():
+    """``preexec_fn`` for a child that a test stops with Ctrl-C (SIGINT): a job that a non-interactive shell
+    starts in the background (``make test &``) runs with SIGINT ignored, and its children inherit that,
+    whereas Ctrl-C in a terminal reaches the script."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

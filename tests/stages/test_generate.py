@@ -18,7 +18,7 @@ from PIL import Image
 import generate_image_gligen as stage
 from cocoaug.generated import MAX_OBJECTS, image_seed, read_manifest, read_png_entry, save_generated_png
 from cocoaug.runtime import run_cli
-from tests.helpers.scripts import ROOT, run_python, run_script
+from tests.helpers.scripts import ROOT, default_sigint, run_python, run_script
 from tests.helpers.stage_inputs import BOXES, PICTURES, STAGE2_FAST, stage1_record, write_inputs
 
 SCRIPT = "generate_image_gligen.py"
@@ -430,7 +430,8 @@ def test_settings_that_older_entries_lack_are_not_differences(bad_inputs, tiny_m
 def interrupt_after_next_picture(args, folder, sig) -> tuple[subprocess.Popen, str, list]:
     """Start stage 2, send ``sig`` once a picture more than before is on disk; the process, its stderr and the pictures."""
     before = len(list(folder.glob("*.png"))) if folder.is_dir() else 0
-    proc = subprocess.Popen(list(map(str, args)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(list(map(str, args)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
     deadline = time.monotonic() + 300
     while (len(list(folder.glob("*.png"))) if folder.is_dir() else 0) <= before and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)
