@@ -48,7 +48,8 @@ from cocoaug.paths import check_inside, refuse_output_inside, require_dir, resol
 from cocoaug.progress import progress
 from cocoaug.records import MAX_VARIANTS, check_records_match_dataset, load_records
 from cocoaug.runtime import (
-    check_model_source, distributed_rank, model_load_errors, resolve_device, resolve_dtype, run_cli, wait_for_all_processes,
+    check_model_source, distributed_rank, model_load_errors, resolve_device, resolve_dtype, run_cli, texts_over_token_limit,
+    wait_for_all_processes,
 )
 
 log = logging.getLogger("cocoaug")
@@ -409,12 +410,10 @@ def generate(items: list[WorkItem], sampler, args, settings: dict, out_dir: Path
 
 def warn_truncated_texts(items: list[WorkItem], model: str, phrase_template: str):
     """Say, before any model loads, which prompts and phrases are longer than CLIP's token limit: they are truncated."""
-    from cocoaug.gligen_sampler import texts_over_token_limit
-
     records = {item.record["image_id"]: item.record for item in items}.values()
     for kind, texts in (("prompt", [prompt_for(r) for r in records]),
                         ("phrase", [p for r in records for p in phrases_for(r, phrase_template)])):
-        overlong, limit = texts_over_token_limit(model, texts)
+        overlong, limit = texts_over_token_limit(model, texts, subfolder="tokenizer")
         if overlong:
             log.warning("%d %s(s) are longer than the text encoder's %d tokens and are truncated to them, e.g. %r",
                         len(overlong), kind, limit, overlong[0][:120])

@@ -43,7 +43,7 @@ from cocoaug.jsonl import open_for_append, read_jsonl
 from cocoaug.paths import check_inside
 from cocoaug.progress import progress
 from cocoaug.records import load_records
-from cocoaug.runtime import barrier, check_model_source, distributed_rank, run_cli, wait_for_all_processes
+from cocoaug.runtime import barrier, check_model_source, distributed_rank, run_cli, texts_over_token_limit, wait_for_all_processes
 from cocoaug.scorer import detector_family, model_type
 from cocoaug.scores import SCORES_CSV, SUMMARY_FILE, ScoreEntry, read_scores, scores_path, write_scores, write_summary
 
@@ -246,7 +246,7 @@ def is_current(stored: dict | None, picture: Picture, args, thresholds: Threshol
 
 def warn_truncated_texts(pictures: list[Picture], args):
     """Say, before any model loads, which OWLv2 queries and CLIP texts are longer than their model takes: they are truncated."""
-    from cocoaug.scorer import owl_query, texts_over_token_limit
+    from cocoaug.scorer import owl_query
 
     labels = [label for picture in pictures for label in picture.record["labels"]]
     checks = [("CLIP text", args.clip_model, [region_text(label) for label in labels] + [caption_text(p.entry) for p in pictures])]

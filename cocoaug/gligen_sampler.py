@@ -25,18 +25,6 @@ from cocoaug.generated import MAX_OBJECTS
 from cocoaug.runtime import model_load_errors
 
 
-def texts_over_token_limit(model: str, texts: list[str]) -> tuple[list[str], int]:
-    """The texts longer than the checkpoint's CLIP tokenizer takes (77 tokens with its start and end
-    tokens), which the sampler truncates, and that limit; reads only the tokenizer."""
-    from transformers import CLIPTokenizer
-
-    with model_load_errors(model):
-        tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer")
-    unique = list(dict.fromkeys(texts))
-    lengths = [len(ids) for ids in tokenizer(unique)["input_ids"]] if unique else []
-    return [text for text, length in zip(unique, lengths) if length > tokenizer.model_max_length], tokenizer.model_max_length
-
-
 @dataclass
 class GligenComponents:
     """The pieces of a GLIGEN checkpoint, loaded once and shared by every batch."""

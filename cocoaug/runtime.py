@@ -211,6 +211,19 @@ def model_load_errors(model: str):
         raise UserError(f"cannot load the model: {first_line}", model) from exc
 
 
+def texts_over_token_limit(model: str, texts: list[str], subfolder: str = "") -> tuple[list[str], int]:
+    """The texts longer than the tokenizer of ``model`` (in ``subfolder``: a diffusers pipeline's "tokenizer")
+    takes with its start and end tokens (CLIP: 77, OWLv2: 16), which are truncated, and that limit; reads only
+    the tokenizer."""
+    from transformers import AutoTokenizer
+
+    with model_load_errors(model):
+        tokenizer = AutoTokenizer.from_pretrained(model, subfolder=subfolder)
+    unique = list(dict.fromkeys(texts))
+    lengths = [len(ids) for ids in tokenizer(unique)["input_ids"]] if unique else []
+    return [text for text, length in zip(unique, lengths) if length > tokenizer.model_max_length], tokenizer.model_max_length
+
+
 def distributed_rank() -> tuple[int, int]:
     """(rank, world size) as set by torchrun and accelerate launch; (0, 1) in a plain run."""
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))

@@ -34,18 +34,6 @@ def owl_query(label: str) -> str:
     return f"a photo of a {label}"
 
 
-def texts_over_token_limit(model: str, texts: list[str]) -> tuple[list[str], int]:
-    """The texts longer than ``model``'s tokenizer takes (OWLv2: 16 tokens, CLIP: 77, with the start and end
-    tokens), which are truncated, and that limit; reads only the tokenizer."""
-    from transformers import AutoTokenizer
-
-    with model_load_errors(model):
-        tokenizer = AutoTokenizer.from_pretrained(model)
-    unique = list(dict.fromkeys(texts))
-    lengths = [len(ids) for ids in tokenizer(unique)["input_ids"]] if unique else []
-    return [text for text, length in zip(unique, lengths) if length > tokenizer.model_max_length], tokenizer.model_max_length
-
-
 def grounding_text(labels: list[str]) -> str:
     """Grounding DINO's text: the labels lower-cased, each ending with a full stop, as it was trained."""
     return ". ".join(label.strip().lower() for label in labels) + "."
