@@ -21,14 +21,19 @@ $(VENV)/.installed: requirements.txt requirements-test.txt
 	touch $@
 
 # Every test but the browser ones, the end-to-end ones (tests/e2e/, marked slow) included; pytest's
-# configuration is in pyproject.toml.
+# configuration is in pyproject.toml. TEST_WORKERS processes (pytest-xdist) share the tests a module
+# at a time (--dist loadfile: a module's fixtures are built once); the session fixtures are built once
+# for all of them (tests/conftest.py). TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --dist loadfile
+
 test: setup
-	$(PY) -m pytest -q -m "not browser"
+	$(PY) -m pytest -q -m "not browser" $(XDIST)
 
 # While editing: the unit tests and the stage tests that need no model, no browser and no run of several
 # stages (markers in pyproject.toml; `models` is set by tests/conftest.py). Under 90 s on 2 idle cores.
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow and not browser and not models" tests/unit tests/stages
+	$(PY) -m pytest -q -m "not slow and not browser and not models" $(XDIST) tests/unit tests/stages
 
 # The review page in a real headless Chromium: needs Debian's chromium (apt-get install chromium).
 test-browser: setup

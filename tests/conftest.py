@@ -1,5 +1,12 @@
-"""Session fixtures shared by the test modules."""
+"""Session fixtures shared by the test modules.
 
+``make test`` runs the suite on two processes (pytest-xdist, ``-n 2``): each session fixture that
+builds files is built once for the whole run, by the first process that needs it, under a file
+lock (``built_once``); the other process waits for it and reads the same folder. Without xdist it
+is an ordinary session fixture. Every fixture's files are shared: copy them to change them.
+"""
+
+import os
 from pathlib import Path
 
 import pytest
@@ -17,12 +24,33 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.models)
 
 
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """The path that ``build(folder)`` returns for a new empty FOLDER, built once per test run.
+
+    Under pytest-xdist the processes share the parent of their temporary folders: the first to
+    take NAME's lock builds it there and records the path it returned; the others read that record.
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return build(tmp_path_factory.mktemp(name))
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent
+    folder, record = shared / name, shared / f"{name}.built"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not record.exists():
+            folder.mkdir()  # a leftover of a failed build makes this fail loudly, in every process
+            record.write_text(str(build(folder)))
+        return Path(record.read_text())
+
+
 @pytest.fixture(scope="session")
 def sample_dataset(tmp_path_factory) -> Path:
     """The sample set of scripts/make_sample_dataset.py, built once: DIR with images/ and annotations.json."""
-    folder = tmp_path_factory.mktemp("sample") / "sample"
-    run_script("scripts/make_sample_dataset.py", folder, check=True)
-    return folder
+    def build(base):
+        run_script("scripts/make_sample_dataset.py", base / "sample", check=True)
+        return base / "sample"
+
+    return built_once(tmp_path_factory, "sample", build)
 
 
 @pytest.fixture(scope="session")
@@ -31,25 +59,29 @@ def stage_outputs(sample_dataset, tmp_path_factory) -> Path:
     generation/ and inpainting/ with 2 variants each and manifest.jsonl. Shared: copy it to change it."""
     from tests.helpers.stage_outputs import make_stage_outputs
 
-    return make_stage_outputs(sample_dataset, tmp_path_factory.mktemp("stage_outputs") / "out")
+    return built_once(tmp_path_factory, "stage_outputs", lambda base: make_stage_outputs(sample_dataset, base / "out"))
 
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> Path:
     """The tiny random-weight models of scripts/make_tiny_models.py, built once: DIR with blip2/, clip/, owlv2/, grounding-dino/,
     gligen-generation/ and gligen-inpainting/."""
-    folder = tmp_path_factory.mktemp("tiny_models") / "models"
-    run_script("scripts/make_tiny_models.py", folder, check=True)
-    return folder
+    def build(base):
+        run_script("scripts/make_tiny_models.py", base / "models", check=True)
+        return base / "models"
+
+    return built_once(tmp_path_factory, "tiny_models", build)
 
 
 @pytest.fixture(scope="session")
 def fid_weights(tmp_path_factory) -> Path:
     """A state dict of pytorch-fid's FID Inception architecture with seeded random weights
     (scripts/make_random_fid_weights.py, as the demo makes it)."""
-    path = tmp_path_factory.mktemp("fid") / "random_fid_inception.pth"
-    run_script("scripts/make_random_fid_weights.py", path, check=True)
-    return path
+    def build(base):
+        run_script("scripts/make_random_fid_weights.py", base / "random_fid_inception.pth", check=True)
+        return base / "random_fid_inception.pth"
+
+    return built_once(tmp_path_factory, "fid", build)
 
 
 @pytest.fixture(scope="session")
@@ -60,11 +92,13 @@ def finetune_dataset(sample_dataset, stage_outputs, tmp_path_factory) -> Path:
 
     from tests.helpers.scripts import run_finalize
 
-    root = tmp_path_factory.mktemp("finetune_dataset")
-    picked = root / "picked" / "generation"
-    picked.mkdir(parents=True)
-    for picture in sorted((stage_outputs / "generation").glob("*.png")):
-        shutil.copy(picture, picked)
-    result = run_finalize(sample_dataset, stage_outputs, root / "picked", root / "final", "--merge")
-    assert result.returncode == 0, result.stderr
-    return root / "final"
+    def build(root):
+        picked = root / "picked" / "generation"
+        picked.mkdir(parents=True)
+        for picture in sorted((stage_outputs / "generation").glob("*.png")):
+            shutil.copy(picture, picked)
+        result = run_finalize(sample_dataset, stage_outputs, root / "picked", root / "final", "--merge")
+        assert result.returncode == 0, result.stderr
+        return root / "final"
+
+    return built_once(tmp_path_factory, "finetune_dataset", build)
