@@ -1,8 +1,15 @@
 """The repository's scripts run as a user runs them, in a subprocess from the repository root
 (run_script; run_python for code that is not a script; run_finalize, stage 4 with a dataset's
-flags, which several modules run), and the check that a run left its input folders untouched."""
+flags, which several modules run), or in the test's own process where the command line is not
+the point (run_here: no child redoes the imports of torch and transformers), and the check that a
+run left its input folders untouched."""
 
+import contextlib
 import hashlib
+import importlib
+import io
+import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +32,45 @@ def run_python(*args, env=None, cwd=ROOT, timeout=None, check=False) -> subproce
     run as run_script runs a script."""
     return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True,
                           env=env, cwd=cwd, timeout=timeout, check=check)
+
+
+def run_here(script, *args, env=None) -> subprocess.CompletedProcess:
+    """Run SCRIPT's ``main`` (a stage script at the repository root) with ARGS in this process, as
+    ``python SCRIPT ARGS`` runs it (``run_cli``: the same error lines and exit codes), and return what
+    run_script returns: the exit code, and stdout and stderr as text, log lines included. ENV's
+    variables are set for the run only. Faster than a child by the imports the child would redo;
+    a test about the command line itself (signals, torchrun, the environment a child sees) uses
+    run_script."""
+    from cocoaug.runtime import run_cli
+
+    module = importlib.import_module(Path(script).stem)
+    argv = [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    root, loggers = logging.getLogger(), [logging.getLogger(n) for n in ("cocoaug", "__main__", module.__name__)]
+    saved = root.level, [lg.level for lg in loggers], dict(os.environ), sys.argv
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    os.environ.update({k: str(v) for k, v in (env or {}).items()})
+    sys.argv = [str(ROOT / script), *argv]
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            run_cli(module.main, module.build_parser(), argv)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if not isinstance(exc.code, int) and exc.code is not None:
+            err.write(f"{exc.code}\n")
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(saved[0])
+        for logger, level in zip(loggers, saved[1]):
+            logger.setLevel(level)
+        os.environ.clear()
+        os.environ.update(saved[2])
+        sys.argv = saved[3]
+    return subprocess.CompletedProcess([script, *argv], code, out.getvalue(), err.getvalue())
 
 
 def run_finalize(dataset: Path, generated: Path, picked: Path | None, final: Path, *flags, annotations=None):

@@ -17,22 +17,17 @@ from PIL import Image
 
 import generate_image_gligen as stage
 from cocoaug.generated import MAX_OBJECTS, image_seed, read_manifest, read_png_entry, save_generated_png
-from cocoaug.runtime import run_cli
+from tests.helpers import scripts
 from tests.helpers.scripts import ROOT, default_sigint, run_python, run_script
 from tests.helpers.stage_inputs import BOXES, PICTURES, STAGE2_FAST, stage1_record, write_inputs
 
 SCRIPT = "generate_image_gligen.py"
 
 
-def run_here(argv, capsys) -> tuple[int, str, str]:
+def run_here(argv) -> tuple[int, str, str]:
     """Run the stage in this process (faster than a subprocess); return (exit code, stdout, stderr)."""
-    try:
-        run_cli(stage.main, stage.build_parser(), [str(a) for a in argv])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    result = scripts.run_here(SCRIPT, *argv)
+    return result.returncode, result.stdout, result.stderr
 
 
 def pixels(path) -> np.ndarray:
@@ -190,16 +185,16 @@ def test_a_rerun_with_every_picture_made_says_so_without_importing_torch(inpaint
     assert before == {p.name: p.read_bytes() for p in folder.glob("*.png")}
 
 
-def test_a_rerun_keeps_existing_images_and_overwrite_remakes_them(inpainted, inputs, tiny_models, capsys):
+def test_a_rerun_keeps_existing_images_and_overwrite_remakes_them(inpainted, inputs, tiny_models):
     folder, _ = inpainted
     images, prompts = inputs
     before = {p.name: p.read_bytes() for p in folder.glob("*.png")}
     argv = ["--mode", "inpainting", "-i", images, "-p", prompts, "-o", folder.parent, "--model", tiny_models / "gligen-inpainting",
             *STAGE2_FAST, "--batch-size", "3", "--feather", "2"]
-    code, out, _ = run_here(argv, capsys)
+    code, out, _ = run_here(argv)
     assert code == 0 and "generated 0, skipped as existing 4" in out
     assert before == {p.name: p.read_bytes() for p in folder.glob("*.png")}
-    code, out, _ = run_here(argv + ["--overwrite", "--limit", "1"], capsys)
+    code, out, _ = run_here(argv + ["--overwrite", "--limit", "1"])
     assert code == 0 and "generated 1, skipped as existing 0" in out
     assert len(read_manifest(folder)) == 4
 
@@ -218,13 +213,13 @@ def test_generation_makes_variants_at_the_original_sizes(generated):
     assert "generated 8" in result.stdout
 
 
-def test_same_seed_same_image_at_batch_sizes_1_and_3(inputs, tiny_models, tmp_path, capsys):
+def test_same_seed_same_image_at_batch_sizes_1_and_3(inputs, tiny_models, tmp_path):
     images, prompts = inputs
     made = []
     for batch_size in (1, 3):
         out = tmp_path / f"b{batch_size}"
         code, _, err = run_here(["--mode", "generation", "-i", images, "-p", prompts, "-o", out, "--model", tiny_models / "gligen-generation",
-                                 *STAGE2_FAST, "--batch-size", batch_size, "--scheduler", "EulerAncestralDiscreteScheduler"], capsys)
+                                 *STAGE2_FAST, "--batch-size", batch_size, "--scheduler", "EulerAncestralDiscreteScheduler"])
         assert code == 0, err
         made.append({p.name: pixels(p) for p in sorted((out / "generation").glob("*.png"))})
     assert made[0].keys() == made[1].keys() and len(made[0]) == 4
@@ -232,13 +227,13 @@ def test_same_seed_same_image_at_batch_sizes_1_and_3(inputs, tiny_models, tmp_pa
         assert np.abs(made[0][name] - made[1][name]).max() <= 1, name
 
 
-def test_flags_reach_the_manifest(inputs, tiny_models, tmp_path, capsys):
+def test_flags_reach_the_manifest(inputs, tiny_models, tmp_path):
     images, prompts = inputs
     code, out, err = run_here(["--mode", "inpainting", "-i", images, "-p", prompts, "-o", tmp_path, "--model", tiny_models / "gligen-inpainting",
                                "--steps", "3", "--resolution", "48", "--limit", "2", "--phrase-template", "a photo of a {label}",
                                "--negative-prompt", "blurry", "--guidance-scale", "3", "--grounding-beta", "0.5",
                                "--scheduler", "DDIMScheduler", "--channels-last", "--no-keep-background", "--device", "cpu",
-                               "--dtype", "float32", "--debug"], capsys)
+                               "--dtype", "float32", "--debug"])
     assert code == 0, err
     manifest = read_manifest(tmp_path / "inpainting")
     assert sorted(manifest) == ["3_0001.png", "3_0002.png"]
@@ -274,57 +269,57 @@ def stage_args(images, prompts, out, model, *more):
     return ["--mode", "inpainting", "-i", images, "-p", prompts, "-o", out, "--model", model, *STAGE2_FAST, *more]
 
 
-def test_prompts_that_are_not_stage1_records_are_refused(bad_inputs, tiny_models, capsys):
+def test_prompts_that_are_not_stage1_records_are_refused(bad_inputs, tiny_models):
     folder, images, prompts = bad_inputs
     prompts.write_text(json.dumps({"images": []}))
-    code, _, err = run_here(stage_args(images, prompts, folder / "out", tiny_models / "gligen-inpainting"), capsys)
+    code, _, err = run_here(stage_args(images, prompts, folder / "out", tiny_models / "gligen-inpainting"))
     assert code == 2 and err.strip() == f"error: prompts file must be a JSON list of stage-1 records ({prompts})"
 
 
-def test_missing_images_are_listed_in_one_error_unless_skipped(bad_inputs, tiny_models, capsys, caplog):
+def test_missing_images_are_listed_in_one_error_unless_skipped(bad_inputs, tiny_models, caplog):
     folder, images, prompts = bad_inputs
     records = json.loads(prompts.read_text())
     records += [stage1_record(10 + i, f"gone{i}.png", 10, 10) for i in range(12)]
     prompts.write_text(json.dumps(records))
     argv = stage_args(images, prompts, folder / "out", tiny_models / "gligen-inpainting")
-    code, _, err = run_here(argv, capsys)
+    code, _, err = run_here(argv)
     assert code == 2 and "12 image file(s) missing" in err and "gone0.png, gone1.png" in err and "and 2 more" in err
     assert len(err.strip().splitlines()) == 1
-    code, out, err = run_here(argv + ["--skip-missing"], capsys)
+    code, out, err = run_here(argv + ["--skip-missing"])
     assert code == 0 and "generated 2" in out and "skipped (image file missing) 12" in out
     assert "image file missing: gone11.png: skipped" in caplog.text
 
 
 @pytest.mark.parametrize("file_name", ["../land.jpg", "/etc/passwd"])
-def test_file_names_escaping_the_image_folder_are_refused(bad_inputs, tiny_models, capsys, file_name):
+def test_file_names_escaping_the_image_folder_are_refused(bad_inputs, tiny_models, file_name):
     folder, images, prompts = bad_inputs
     prompts.write_text(json.dumps([stage1_record(1, file_name, 64, 48)]))
-    code, _, err = run_here(stage_args(images, prompts, folder / "out", tiny_models / "gligen-inpainting"), capsys)
+    code, _, err = run_here(stage_args(images, prompts, folder / "out", tiny_models / "gligen-inpainting"))
     assert code == 2 and err.startswith("error: record 0 (image_id 1): file_name ") and f"got {file_name!r} ({prompts})" in err
     assert not (folder / "out").exists()  # refused when the records are read, before any name is planned
 
 
-def test_output_folder_equal_to_the_image_folder_is_refused(bad_inputs, tiny_models, capsys):
+def test_output_folder_equal_to_the_image_folder_is_refused(bad_inputs, tiny_models):
     folder, images, prompts = bad_inputs
-    code, _, err = run_here(stage_args(images, prompts, images, tiny_models / "gligen-inpainting"), capsys)
+    code, _, err = run_here(stage_args(images, prompts, images, tiny_models / "gligen-inpainting"))
     assert code == 2 and f"the output folder {images} is the image folder {images}" in err
 
 
-def test_models_that_do_not_exist_or_are_not_gligen_are_refused(bad_inputs, tiny_models, capsys):
+def test_models_that_do_not_exist_or_are_not_gligen_are_refused(bad_inputs, tiny_models):
     folder, images, prompts = bad_inputs
     out = folder / "out"
-    code, _, err = run_here(stage_args(images, prompts, out, folder / "no-such-model"), capsys)
+    code, _, err = run_here(stage_args(images, prompts, out, folder / "no-such-model"))
     assert code == 2 and "model folder does not exist" in err
-    code, _, err = run_here(stage_args(images, prompts, out, images), capsys)  # a folder without a UNet
+    code, _, err = run_here(stage_args(images, prompts, out, images))  # a folder without a UNet
     assert code == 2 and "cannot load the model" in err
-    code, _, err = run_here(stage_args(images, prompts, out, tiny_models / "gligen-generation"), capsys)
+    code, _, err = run_here(stage_args(images, prompts, out, tiny_models / "gligen-generation"))
     assert code == 2 and "a generation GLIGEN model cannot run --mode inpainting" in err
-    code, _, err = run_here(stage_args(images, prompts, out, tiny_models / "gligen-inpainting", "--scheduler", "NoSuchScheduler"), capsys)
+    code, _, err = run_here(stage_args(images, prompts, out, tiny_models / "gligen-inpainting", "--scheduler", "NoSuchScheduler"))
     assert code == 2 and "not a diffusers scheduler" in err
     assert not out.exists()
 
 
-def test_bad_flag_values_and_unknown_ids_are_refused(bad_inputs, tiny_models, capsys):
+def test_bad_flag_values_and_unknown_ids_are_refused(bad_inputs, tiny_models):
     folder, images, prompts = bad_inputs
     model = tiny_models / "gligen-inpainting"
     for flags, message in [
@@ -332,28 +327,28 @@ def test_bad_flag_values_and_unknown_ids_are_refused(bad_inputs, tiny_models, ca
         (["--grounding-beta", "1.5"], "must be between 0 and 1"),
         (["--batch-size", "0"], "must be a positive integer"),
     ]:
-        code, _, err = run_here(stage_args(images, prompts, folder / "out", model, *flags), capsys)
+        code, _, err = run_here(stage_args(images, prompts, folder / "out", model, *flags))
         assert code == 2 and message in err, err
     annotations = folder / "annotations.json"
     annotations.write_text(json.dumps({"images": [{"id": 1, "file_name": "land.jpg", "width": 64, "height": 48}],
                                        "annotations": [], "categories": [{"id": 3, "name": "ball"}]}))
-    code, _, err = run_here(stage_args(images, prompts, folder / "out", model, "-a", annotations), capsys)
+    code, _, err = run_here(stage_args(images, prompts, folder / "out", model, "-a", annotations))
     assert code == 2 and "image_id 2 of the prompts file is not in" in err
 
 
-def test_a_record_size_that_disagrees_with_the_file_is_warned_about(bad_inputs, tiny_models, capsys, caplog):
+def test_a_record_size_that_disagrees_with_the_file_is_warned_about(bad_inputs, tiny_models, caplog):
     folder, images, prompts = bad_inputs
     records = json.loads(prompts.read_text())
     records[0]["width"] = 640
     prompts.write_text(json.dumps(records))
-    code, _, err = run_here(stage_args(images, prompts, folder / "out", tiny_models / "gligen-inpainting"), capsys)
+    code, _, err = run_here(stage_args(images, prompts, folder / "out", tiny_models / "gligen-inpainting"))
     assert code == 0, err
     assert "the record says 640x48" in caplog.text and "using the file's size" in caplog.text
     with Image.open(folder / "out" / "inpainting" / "3_0001.png") as image:
         assert image.size == (64, 48)
 
 
-def test_a_full_disk_is_a_clear_error_and_keeps_finished_images(bad_inputs, tiny_models, capsys, monkeypatch):
+def test_a_full_disk_is_a_clear_error_and_keeps_finished_images(bad_inputs, tiny_models, monkeypatch):
     folder, images, prompts = bad_inputs
     real_fsync, calls = os.fsync, []
 
@@ -364,7 +359,7 @@ def test_a_full_disk_is_a_clear_error_and_keeps_finished_images(bad_inputs, tiny
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync_then_full)
-    code, _, err = run_here(stage_args(images, prompts, folder / "out", tiny_models / "gligen-inpainting", "--batch-size", "1"), capsys)
+    code, _, err = run_here(stage_args(images, prompts, folder / "out", tiny_models / "gligen-inpainting", "--batch-size", "1"))
     assert code == 2 and "error: no space left on device while writing" in err and "3_0002.png" in err
     assert sorted(os.listdir(folder / "out" / "inpainting")) == ["3_0001.png"]
     assert pixels(folder / "out" / "inpainting" / "3_0001.png").shape == (48, 64, 3)
@@ -373,16 +368,16 @@ def test_a_full_disk_is_a_clear_error_and_keeps_finished_images(bad_inputs, tiny
 # ---------------------------------------------------------------- existing images made with other settings
 
 
-def test_a_rerun_with_other_settings_stops_keeps_or_remakes_as_asked(bad_inputs, tiny_models, capsys, caplog):
+def test_a_rerun_with_other_settings_stops_keeps_or_remakes_as_asked(bad_inputs, tiny_models, caplog):
     folder, images, prompts = bad_inputs
     out, model = folder / "out", tiny_models / "gligen-inpainting"
     made = out / "inpainting"
-    code, out_text, err = run_here(stage_args(images, prompts, out, model), capsys)
+    code, out_text, err = run_here(stage_args(images, prompts, out, model))
     assert code == 0 and "generated 2" in out_text, err
     first = {p.name: p.read_bytes() for p in made.glob("*.png")}
     other = stage_args(images, prompts, out, model, "--steps", "3", "--resolution", "48")
 
-    code, _, err = run_here(other, capsys)
+    code, _, err = run_here(other)
     assert code == 2 and err.strip() == (
         "error: 2 existing image(s) were made with other settings: steps: 2 in existing pictures, 3 now; "
         "resolution: 64 in existing pictures, 48 now; use --overwrite to remake them, or --keep-existing to keep "
@@ -390,7 +385,7 @@ def test_a_rerun_with_other_settings_stops_keeps_or_remakes_as_asked(bad_inputs,
     assert {p.name: p.read_bytes() for p in made.glob("*.png")} == first
 
     (made / "3_0002.png").unlink()
-    code, out_text, err = run_here(other + ["--keep-existing"], capsys)
+    code, out_text, err = run_here(other + ["--keep-existing"])
     assert code == 0 and "generated 1, skipped as existing 1" in out_text, err
     assert "keeping 1 existing image(s) made with other settings (--keep-existing): steps: 2" in caplog.text
     assert (made / "3_0001.png").read_bytes() == first["3_0001.png"]
@@ -398,18 +393,18 @@ def test_a_rerun_with_other_settings_stops_keeps_or_remakes_as_asked(bad_inputs,
     assert (manifest["3_0001.png"]["steps"], manifest["3_0002.png"]["steps"]) == (2, 3)
     assert (manifest["3_0001.png"]["working_size"], manifest["3_0002.png"]["working_size"]) == ([64, 64], [48, 48])
 
-    code, out_text, err = run_here(other + ["--overwrite"], capsys)
+    code, out_text, err = run_here(other + ["--overwrite"])
     assert code == 0 and "generated 2, skipped as existing 0" in out_text, err
     assert {entry["steps"] for entry in read_manifest(made).values()} == {3}
     assert (made / "3_0001.png").read_bytes() != first["3_0001.png"]
-    code, _, err = run_here(other + ["--overwrite", "--keep-existing"], capsys)
+    code, _, err = run_here(other + ["--overwrite", "--keep-existing"])
     assert code == 2 and "give one" in err
 
 
-def test_settings_that_older_entries_lack_are_not_differences(bad_inputs, tiny_models, capsys):
+def test_settings_that_older_entries_lack_are_not_differences(bad_inputs, tiny_models):
     folder, images, prompts = bad_inputs
     out, model = folder / "out", tiny_models / "gligen-inpainting"
-    code, _, err = run_here(stage_args(images, prompts, out, model), capsys)
+    code, _, err = run_here(stage_args(images, prompts, out, model))
     assert code == 0, err
     made = out / "inpainting"
     for path in made.glob("*.png"):  # as an older version wrote them: no resolution, no feather
@@ -418,9 +413,9 @@ def test_settings_that_older_entries_lack_are_not_differences(bad_inputs, tiny_m
         with Image.open(path) as image:
             save_generated_png(path, image.copy(), entry)
     (made / "manifest.jsonl").unlink()
-    code, out_text, err = run_here(stage_args(images, prompts, out, model, "--resolution", "48", "--feather", "1"), capsys)
+    code, out_text, err = run_here(stage_args(images, prompts, out, model, "--resolution", "48", "--feather", "1"))
     assert code == 0 and "generated 0, skipped as existing 2" in out_text, err
-    code, _, err = run_here(stage_args(images, prompts, out, model, "--steps", "3"), capsys)
+    code, _, err = run_here(stage_args(images, prompts, out, model, "--steps", "3"))
     assert code == 2 and "steps: 2 in existing pictures, 3 now" in err and "resolution" not in err
 
 
@@ -446,7 +441,7 @@ def interrupt_after_next_picture(args, folder, sig) -> tuple[subprocess.Popen, s
 
 def test_an_interrupted_run_leaves_whole_files_and_resumes(tmp_path, tiny_models):
     """Ctrl-C (SIGINT) says how to resume and cleans up; a SIGKILL leaves whole files; the rerun makes only the rest."""
-    pictures = {i: (f"p{i}.png", 96, 64) for i in range(1, 25)}
+    pictures = {i: (f"p{i}.png", 96, 64) for i in range(1, 11)}
     images, prompts = write_inputs(tmp_path, pictures)
     out = tmp_path / "out"
     args = [sys.executable, str(ROOT / SCRIPT), "--mode", "generation", "-i", images, "-p", prompts, "-o", out,
@@ -457,20 +452,20 @@ def test_an_interrupted_run_leaves_whole_files_and_resumes(tmp_path, tiny_models
     assert not [p for p in os.listdir(folder) if p.endswith(".tmp")]
     proc, _, done = interrupt_after_next_picture(args, folder, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL and len(done) < len(pictures), "the run was not interrupted in the middle"
-    again = run_script(SCRIPT, *args[2:])
-    assert again.returncode == 0, again.stderr
-    assert f"generated {len(pictures) - len(done)}, skipped as existing {len(done)}" in again.stdout
+    code, out_text, err = run_here(args[2:])
+    assert code == 0, err
+    assert f"generated {len(pictures) - len(done)}, skipped as existing {len(done)}" in out_text
     assert sorted(os.listdir(folder)) == sorted([f"3_{i:04d}.png" for i in pictures] + ["manifest.jsonl"])
     assert len(read_manifest(folder)) == len(pictures)
 
 
-def test_a_phrase_over_77_clip_tokens_is_truncated_with_a_note(tiny_models, tmp_path, capsys, caplog):
+def test_a_phrase_over_77_clip_tokens_is_truncated_with_a_note(tiny_models, tmp_path, caplog):
     images, prompts = write_inputs(tmp_path, {1: ("land.jpg", 56, 40)})
     caption = "a brown dog lying on the floor next to a cat looking out of a window while a person throws a red ball to a dog in a park"
     records = json.loads(prompts.read_text())
     prompts.write_text(json.dumps([{**records[0], "generated_text": caption}]))
     code, _, err = run_here(["--mode", "generation", "-i", images, "-p", prompts, "-o", tmp_path / "out", "--model",
-                             tiny_models / "gligen-generation", *STAGE2_FAST, "--phrase-template", "{caption} {caption} {caption}"], capsys)
+                             tiny_models / "gligen-generation", *STAGE2_FAST, "--phrase-template", "{caption} {caption} {caption}"])
     assert code == 0, err
     assert "1 phrase(s) are longer than the text encoder's 77 tokens and are truncated to them" in caplog.text
     assert "prompt(s)" not in caplog.text  # the caption alone fits
