@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from cocoaug.records import load_records
-from tests.helpers.scripts import run_script
+from tests.helpers.scripts import run_here
 from tests.helpers.skewed_set import CATEGORIES, COMMON, RARE, plan_rows, write_skewed_set
 
 pytestmark = pytest.mark.slow
@@ -21,21 +21,21 @@ def balanced_run(tiny_models, tmp_path_factory) -> dict:
     annotations = write_skewed_set(folder)
     out, images = folder / "out", folder / "images"
     plan_flags = ["--limit", "5", "--balance", "repeat-factor", "--balance-threshold", "0.5", "--seed", "1"]
-    preview = run_script("generate_prompt_blip2.py", "-i", images, "-a", annotations, "-o", out, "--select-only", *plan_flags)
+    preview = run_here("generate_prompt_blip2.py", "-i", images, "-a", annotations, "-o", out, "--select-only", *plan_flags)
     assert preview.returncode == 0, preview.stderr
     preview_plan = (out / "plan.csv").read_bytes()
-    stage1 = run_script("generate_prompt_blip2.py", "-i", images, "-a", annotations, "-o", out, "--model", tiny_models / "blip2",
+    stage1 = run_here("generate_prompt_blip2.py", "-i", images, "-a", annotations, "-o", out, "--model", tiny_models / "blip2",
                         "--device", "cpu", "--dtype", "float32", "--max-new-tokens", "4", "--num-workers", "0", *plan_flags)
     assert stage1.returncode == 0, stage1.stderr
-    stage2 = run_script("generate_image_gligen.py", "--mode", "generation", "-i", images, "-p", out / "blip2_post.json", "-o", out,
+    stage2 = run_here("generate_image_gligen.py", "--mode", "generation", "-i", images, "-p", out / "blip2_post.json", "-o", out,
                         "--model", tiny_models / "gligen-generation", "--steps", "2", "--resolution", "64", "--batch-size", "4",
                         "--device", "cpu")
     assert stage2.returncode == 0, stage2.stderr
-    stage3 = run_script("draw_bboxes.py", "-g", out, "-p", out / "blip2_post.json", "-o", folder / "boxes", "--no-overview")
+    stage3 = run_here("draw_bboxes.py", "-g", out, "-p", out / "blip2_post.json", "-o", folder / "boxes", "--no-overview")
     assert stage3.returncode == 0, stage3.stderr
     picked = folder / "picked" / "generation"
     shutil.copytree(folder / "boxes" / "generation", picked)  # a user keeping every picture
-    stage4 = run_script("finalize_selected_images.py", "--original_annotation", annotations, "--original_data_root", images,
+    stage4 = run_here("finalize_selected_images.py", "--original_annotation", annotations, "--original_data_root", images,
                         "-g", out, "-i", folder / "picked", "-o", folder / "final", "-p", out / "blip2_post.json", "--merge")
     assert stage4.returncode == 0, stage4.stderr
     return {"out": out, "final": folder / "final", "preview_plan": preview_plan, "stage2": stage2, "stage4": stage4}
@@ -52,7 +52,7 @@ def test_select_only_previews_the_plan_of_the_full_run(balanced_run):
 def test_stage2_rerun_resumes_with_the_plan(balanced_run, tiny_models):
     out = balanced_run["out"]
     total = sum(r["variants"] for r in load_records(out / "blip2_post.json"))
-    result = run_script("generate_image_gligen.py", "--mode", "generation", "-i", out.parent / "images", "-p", out / "blip2_post.json",
+    result = run_here("generate_image_gligen.py", "--mode", "generation", "-i", out.parent / "images", "-p", out / "blip2_post.json",
                         "-o", out, "--model", tiny_models / "gligen-generation", "--steps", "2", "--resolution", "64", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert f"generated 0, skipped as existing {total}" in result.stdout
@@ -98,7 +98,7 @@ def test_stage2_variants_flag_overrides_the_plan(balanced_run, tiny_models, tmp_
     records = load_records(out / "blip2_post.json")
     one = tmp_path / "one.json"
     one.write_text(json.dumps([r for r in records if r["label"] == "zebra"][:1]))
-    result = run_script("generate_image_gligen.py", "--mode", "generation", "-i", out.parent / "images", "-p", one, "-o", tmp_path / "g",
+    result = run_here("generate_image_gligen.py", "--mode", "generation", "-i", out.parent / "images", "-p", one, "-o", tmp_path / "g",
                         "--model", tiny_models / "gligen-generation", "--steps", "2", "--resolution", "64", "--device", "cpu",
                         "--variants", "1")
     assert result.returncode == 0, result.stderr

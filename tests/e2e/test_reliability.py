@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.helpers.scripts import run_script
+from tests.helpers.scripts import run_here
 
 pytestmark = pytest.mark.slow
 TINY_RUN = ["--device", "cpu", "--dtype", "float32"]
@@ -43,7 +43,7 @@ def awkward_dataset(tmp_path_factory) -> Path:
     ]
     coco = {"images": [], "annotations": [], "categories": [{"id": 4, "name": "cup"}]}
     for image_id, (name, image, boxes) in enumerate(files, start=1):
-        image.save(images / name)
+        image.save(images / name, compress_level=1)  # PNG: the large one saves in a second, not ten
         coco["images"].append({"id": image_id, "file_name": name, "width": image.width, "height": image.height})
         for box in boxes:
             coco["annotations"].append({"id": 100 * image_id + len(coco["annotations"]), "image_id": image_id, "category_id": 4,
@@ -60,13 +60,13 @@ def test_awkward_files_go_through_every_stage_and_inputs_stay_untouched(awkward_
     before = tree_digest(awkward_dataset)
     out, boxes, final = tmp_path / "out", tmp_path / "boxes", tmp_path / "final"
 
-    result = run_script("generate_prompt_blip2.py", "-i", images, "-a", annotations, "-o", out, "--model", tiny_models / "blip2",
+    result = run_here("generate_prompt_blip2.py", "-i", images, "-a", annotations, "-o", out, "--model", tiny_models / "blip2",
                         "--max-new-tokens", "6", "--missing-label", "prepend", *TINY_RUN)
     assert result.returncode == 0, result.stderr
     records = json.loads((out / "blip2_post.json").read_text(encoding="utf-8"))
     assert sorted(r["image_id"] for r in records) == [1, 2, 3, 4, 5]
 
-    result = run_script("generate_image_gligen.py", "--mode", "inpainting", "-i", images, "-p", out / "blip2_post.json", "-o", out,
+    result = run_here("generate_image_gligen.py", "--mode", "inpainting", "-i", images, "-p", out / "blip2_post.json", "-o", out,
                         "--model", tiny_models / "gligen-inpainting", "--steps", "2", "--resolution", "64", "--batch-size", "5", *TINY_RUN)
     assert result.returncode == 0, result.stderr
     made = sorted((out / "inpainting").glob("*.png"))
@@ -76,13 +76,13 @@ def test_awkward_files_go_through_every_stage_and_inputs_stay_untouched(awkward_
         # Only the box is redrawn: a corner of the large picture keeps the original colour.
         assert large.getpixel((100, 100)) == (30, 120, 30)
 
-    result = run_script("draw_bboxes.py", "-g", out, "-p", out / "blip2_post.json", "-o", boxes, "-i", images)
+    result = run_here("draw_bboxes.py", "-g", out, "-p", out / "blip2_post.json", "-o", boxes, "-i", images)
     assert result.returncode == 0, result.stderr
     selected = tmp_path / "selected"
     selected.mkdir()
     for path in made:
         shutil.copy(path, selected / path.name)
-    result = run_script("finalize_selected_images.py", "--original_annotation", annotations, "--original_data_root", images,
+    result = run_here("finalize_selected_images.py", "--original_annotation", annotations, "--original_data_root", images,
                         "-g", out, "-i", selected, "-o", final, "--merge")
     assert result.returncode == 0, result.stderr
     coco = COCO(str(final / "annotations.json"))
@@ -107,7 +107,7 @@ def test_no_script_writes_into_a_folder_it_reads(awkward_dataset, stage_outputs,
                                          "-i", stage_outputs / "generation", "-o", images], images),
     ]
     for script, args, culprit in cases:
-        result = run_script(script, *args)
+        result = run_here(script, *args)
         assert result.returncode == 2, (script, result.stderr)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and str(culprit) in lines[0], (script, result.stderr)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cocoaug import cli
-from tests.helpers.scripts import ROOT, run_script
+from tests.helpers.scripts import ROOT, run_here
 from tests.helpers.stage_outputs import make_records
 
 SCRIPTS = ["generate_prompt_blip2.py", "generate_image_gligen.py", "draw_bboxes.py", "finalize_selected_images.py",
@@ -122,11 +122,11 @@ def refused(result, output, folder, what="image folder", where="lies inside"):
 def test_stage1_refuses_an_output_inside_the_image_folder(sample_dataset, tmp_path):
     images, annotations = sample_dataset / "images", sample_dataset / "annotations.json"
     output = images / "out"
-    refused(run_script("generate_prompt_blip2.py", "-i", images, "-a", annotations, "-o", output, "--select-only"), output, images)
+    refused(run_here("generate_prompt_blip2.py", "-i", images, "-a", annotations, "-o", output, "--select-only"), output, images)
     assert not output.exists()
     deeper = images / "extra" / "out"
-    refused(run_script("generate_prompt_blip2.py", "-i", images, "-a", annotations, "-o", deeper, "--select-only"), deeper, images)
-    refused(run_script("generate_prompt_blip2.py", "-i", images, "-a", annotations, "-o", images, "--select-only"), images, images,
+    refused(run_here("generate_prompt_blip2.py", "-i", images, "-a", annotations, "-o", deeper, "--select-only"), deeper, images)
+    refused(run_here("generate_prompt_blip2.py", "-i", images, "-a", annotations, "-o", images, "--select-only"), images, images,
             where="is")
 
 
@@ -134,20 +134,20 @@ def test_stage1_refuses_an_output_that_a_link_puts_inside_the_image_folder(sampl
     images, annotations = sample_dataset / "images", sample_dataset / "annotations.json"
     os.symlink(images, tmp_path / "link")
     output = tmp_path / "link" / "out"
-    refused(run_script("generate_prompt_blip2.py", "-i", images, "-a", annotations, "-o", output, "--select-only"), output, images)
+    refused(run_here("generate_prompt_blip2.py", "-i", images, "-a", annotations, "-o", output, "--select-only"), output, images)
     # The other way round: the image folder given through a link, the output the real folder below it.
-    refused(run_script("generate_prompt_blip2.py", "-i", tmp_path / "link", "-a", annotations, "-o", images / "out", "--select-only"),
+    refused(run_here("generate_prompt_blip2.py", "-i", tmp_path / "link", "-a", annotations, "-o", images / "out", "--select-only"),
             images / "out", tmp_path / "link")
     # stage 1 copies the originals to OUT_DIR/selected/: an image folder that is OUT_DIR/selected is refused too.
     shutil.copytree(images, tmp_path / "out" / "selected")
-    refused(run_script("generate_prompt_blip2.py", "-i", tmp_path / "out" / "selected", "-a", annotations, "-o", tmp_path / "out",
+    refused(run_here("generate_prompt_blip2.py", "-i", tmp_path / "out" / "selected", "-a", annotations, "-o", tmp_path / "out",
                 "--select-only"), tmp_path / "out" / "selected", tmp_path / "out" / "selected", where="is")
 
 
 def test_stage2_refuses_an_output_inside_the_image_folder(sample_dataset, stage_outputs, tmp_path):
     images = sample_dataset / "images"
     output = images / "generated"
-    result = run_script("generate_image_gligen.py", "--mode", "generation", "-i", images, "-p", stage_outputs / "blip2_post.json",
+    result = run_here("generate_image_gligen.py", "--mode", "generation", "-i", images, "-p", stage_outputs / "blip2_post.json",
                         "-o", output, "--model", tmp_path / "never_loaded")
     refused(result, output, images)
 
@@ -156,7 +156,7 @@ def test_stage2_takes_an_output_folder_that_holds_its_records_file(sample_datase
     out = tmp_path / "out"
     out.mkdir()
     (out / "blip2_post.json").write_text(json.dumps(make_records(sample_dataset, max_records=1)))
-    result = run_script("generate_image_gligen.py", "--mode", "generation", "-i", sample_dataset / "images", "-p", out / "blip2_post.json",
+    result = run_here("generate_image_gligen.py", "--mode", "generation", "-i", sample_dataset / "images", "-p", out / "blip2_post.json",
                         "-o", out, "--model", tiny_models / "gligen-generation", "--steps", "1", "--resolution", "64",
                         "--device", "cpu", "--dtype", "float32")
     assert result.returncode == 0, result.stderr
@@ -166,10 +166,10 @@ def test_stage2_takes_an_output_folder_that_holds_its_records_file(sample_datase
 def test_stage3_refuses_an_output_inside_a_mode_folder(stage_outputs, sample_dataset, tmp_path):
     generation = stage_outputs / "generation"
     output = generation / "boxes"
-    refused(run_script("draw_bboxes.py", "-g", stage_outputs, "-p", stage_outputs / "blip2_post.json", "-o", output),
+    refused(run_here("draw_bboxes.py", "-g", stage_outputs, "-p", stage_outputs / "blip2_post.json", "-o", output),
             output, generation, what="generation folder")
     output = sample_dataset / "images" / "boxes"
-    refused(run_script("draw_bboxes.py", "-g", stage_outputs, "-p", stage_outputs / "blip2_post.json", "-i", sample_dataset / "images",
+    refused(run_here("draw_bboxes.py", "-g", stage_outputs, "-p", stage_outputs / "blip2_post.json", "-i", sample_dataset / "images",
                 "-o", output), output, sample_dataset / "images")
     assert not (generation / "boxes").exists() and not output.exists()
 
@@ -178,15 +178,15 @@ def test_stage4_refuses_an_output_inside_the_picked_or_image_folder(stage_output
     picked = tmp_path / "picked"
     picked.mkdir()
     base = ["-a", sample_dataset / "annotations.json", "--images", sample_dataset / "images", "-g", stage_outputs, "--picked", picked]
-    refused(run_script("finalize_selected_images.py", *base, "-o", picked / "final"), picked / "final", picked,
+    refused(run_here("finalize_selected_images.py", *base, "-o", picked / "final"), picked / "final", picked,
             what="folder of picked images")
     output = sample_dataset / "images" / "final"
-    refused(run_script("finalize_selected_images.py", *base, "-o", output), output, sample_dataset / "images")
+    refused(run_here("finalize_selected_images.py", *base, "-o", output), output, sample_dataset / "images")
     # FINAL_DIR/images/generated/<mode>/ would be the generation folder itself.
     out = tmp_path / "loop"
     (out / "images" / "generated").mkdir(parents=True)
     os.symlink(stage_outputs / "generation", out / "images" / "generated" / "generation")
-    result = run_script("finalize_selected_images.py", *base, "-o", out)
+    result = run_here("finalize_selected_images.py", *base, "-o", out)
     assert result.returncode == 2 and "is the generation folder" in result.stderr, result.stderr
 
 
@@ -219,7 +219,7 @@ def test_float_flags_refuse_nan_and_infinity_at_parse_time(script, flag, value, 
 def test_the_issues_nan_flags_are_refused(flag):
     """Issue 18's cases, as a user types them: exit code 2 and a usage line, nothing run."""
     script = next(script for script in ALL_SCRIPTS if flag in float_flags(script))
-    result = run_script(script, *REQUIRED[script], flag, "nan")
+    result = run_here(script, *REQUIRED[script], flag, "nan")
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].endswith(f"argument {flag}: 'nan' is not a finite number")
 
 

@@ -4,7 +4,7 @@ import numpy as np
 from PIL import Image
 
 from cocoaug.generated import read_manifest
-from tests.helpers.scripts import ROOT, run_python, run_script
+from tests.helpers.scripts import ROOT, run_here, run_python
 from tests.helpers.stage_inputs import STAGE2_FAST, write_inputs
 
 SCRIPT = "generate_image_gligen.py"
@@ -15,7 +15,7 @@ def test_two_processes_make_the_same_files_and_manifest_as_one(tmp_path, tiny_mo
     images, prompts = write_inputs(tmp_path, PICTURES)
     common = ["--mode", "generation", "-i", images, "-p", prompts, "--model", tiny_models / "gligen-generation",
               *STAGE2_FAST, "--batch-size", "2", "--variants", "2", "--device", "cpu"]
-    one = run_script(SCRIPT, *common, "-o", tmp_path / "one")
+    one = run_here(SCRIPT, *common, "-o", tmp_path / "one")
     assert one.returncode == 0, one.stderr
     two = run_python("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", ROOT / SCRIPT, *common, "-o", tmp_path / "two")
     assert two.returncode == 0, two.stderr
