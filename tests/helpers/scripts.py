@@ -78,7 +78,7 @@ def run_finalize(dataset: Path, generated: Path, picked: Path | None, final: Pat
     GENERATED and the folder of PICKED pictures, into FINAL; with ``picked`` None there is no -i (a
     --picks file among ``flags`` names the pictures)."""
     picked_args = [] if picked is None else ["-i", picked]
-    return run_script("finalize_selected_images.py", "--original_annotation", annotations or dataset / "annotations.json",
+    return run_here("finalize_selected_images.py", "--original_annotation", annotations or dataset / "annotations.json",
                       "--original_data_root", dataset / "images", "-g", generated, *picked_args, "-o", final, *flags)
 
 

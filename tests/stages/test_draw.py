@@ -13,7 +13,7 @@ from PIL import Image
 
 import draw_bboxes as stage
 from cocoaug.generated import MODES, parse_generated_name
-from tests.helpers.scripts import ROOT, run_python, run_script, tree_hashes
+from tests.helpers.scripts import ROOT, run_python, run_here, tree_hashes
 
 SCRIPT = "draw_bboxes.py"
 
@@ -98,7 +98,7 @@ def test_line_width_and_font_grow_with_the_picture():
 def test_every_generated_image_gets_a_boxed_copy_under_its_name(tmp_path, stage_outputs, sample_dataset):
     before = tree_hashes(stage_outputs, sample_dataset)
     boxes = tmp_path / "boxes"
-    result = run_script(SCRIPT, "-g", stage_outputs, "-p", stage_outputs / "blip2_post.json", "-i", sample_dataset / "images", "-o", boxes)
+    result = run_here(SCRIPT, "-g", stage_outputs, "-p", stage_outputs / "blip2_post.json", "-i", sample_dataset / "images", "-o", boxes)
     assert result.returncode == 0, result.stderr
     records = records_of(stage_outputs)
     generated = sorted(p.relative_to(stage_outputs).as_posix() for m in MODES for p in (stage_outputs / m).glob("*.png"))
@@ -117,8 +117,8 @@ def test_every_generated_image_gets_a_boxed_copy_under_its_name(tmp_path, stage_
 def test_overview_shows_the_original_then_every_generated_image(tmp_path, stage_outputs, sample_dataset):
     with_original, without = tmp_path / "a", tmp_path / "b"
     prompts = stage_outputs / "blip2_post.json"
-    assert run_script(SCRIPT, "-g", stage_outputs, "-p", prompts, "-i", sample_dataset / "images", "-o", with_original).returncode == 0
-    assert run_script(SCRIPT, "-g", stage_outputs, "-p", prompts, "-o", without).returncode == 0
+    assert run_here(SCRIPT, "-g", stage_outputs, "-p", prompts, "-i", sample_dataset / "images", "-o", with_original).returncode == 0
+    assert run_here(SCRIPT, "-g", stage_outputs, "-p", prompts, "-o", without).returncode == 0
     for image_id, record in records_of(stage_outputs).items():
         panel = max(1, round(record["width"] * stage.OVERVIEW_HEIGHT / record["height"]))
         a, b = Image.open(with_original / "overview" / f"{image_id}.png"), Image.open(without / "overview" / f"{image_id}.png")
@@ -129,21 +129,21 @@ def test_overview_shows_the_original_then_every_generated_image(tmp_path, stage_
 
 def test_no_overview_flag(tmp_path, stage_outputs):
     boxes = tmp_path / "boxes"
-    assert run_script(SCRIPT, "-g", stage_outputs, "-p", stage_outputs / "blip2_post.json", "-o", boxes, "--no-overview").returncode == 0
+    assert run_here(SCRIPT, "-g", stage_outputs, "-p", stage_outputs / "blip2_post.json", "-o", boxes, "--no-overview").returncode == 0
     assert not (boxes / "overview").exists() and any((boxes / "generation").iterdir())
 
 
 def test_resume_keeps_existing_copies_and_overwrite_redraws(tmp_path, stage_outputs):
     boxes = tmp_path / "boxes"
     args = ["-g", stage_outputs, "-p", stage_outputs / "blip2_post.json", "-o", boxes]
-    assert run_script(SCRIPT, *args).returncode == 0
+    assert run_here(SCRIPT, *args).returncode == 0
     marked = next((boxes / "inpainting").glob("*.png"))
     Image.new("RGB", (3, 3), "white").save(marked)
-    result = run_script(SCRIPT, *args)
+    result = run_here(SCRIPT, *args)
     assert result.returncode == 0 and "drawn 0, skipped as existing 16" in result.stdout
     assert "overviews written 0" in result.stdout and Image.open(marked).size == (3, 3)
     assert "overviews:" not in result.stderr and "boxes:" not in result.stderr, result.stderr  # no empty progress bars
-    result = run_script(SCRIPT, *args, "--overwrite")
+    result = run_here(SCRIPT, *args, "--overwrite")
     assert result.returncode == 0 and "drawn 16" in result.stdout and Image.open(marked).size != (3, 3)
     # Not on a terminal: no bar, one line per loop.
     assert "overviews: 4 images in" in result.stderr and "boxes: 16 images in" in result.stderr, result.stderr
@@ -162,7 +162,7 @@ def test_one_mode_folder_boxes_from_manifest_and_any_image_mode(tmp_path, stage_
     Image.open(folder / lines[2]["file_name"]).convert("LA").save(folder / lines[2]["file_name"])
     Image.open(folder / lines[3]["file_name"]).save(folder / "notes.png")  # a PNG without an entry
     boxes = tmp_path / "boxes"
-    result = run_script(SCRIPT, "-g", folder, "-p", out / "blip2_post.json", "-o", boxes)
+    result = run_here(SCRIPT, "-g", folder, "-p", out / "blip2_post.json", "-o", boxes)
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in boxes.iterdir()) == ["generation", "overview", "review.html", "review_data"]
     assert "skipped (not made by stage 2) 1" in result.stdout and "notes.png" in result.stderr
@@ -183,7 +183,7 @@ def test_without_manifest_boxes_come_from_the_records(tmp_path, stage_outputs):
                 image.load()
             image.save(path)
     boxes = tmp_path / "boxes"
-    result = run_script(SCRIPT, "-g", out, "-p", out / "blip2_post.json", "-o", boxes, "--no-overview")
+    result = run_here(SCRIPT, "-g", out, "-p", out / "blip2_post.json", "-o", boxes, "--no-overview")
     assert result.returncode == 0 and "drawn 16" in result.stdout
     record = next(iter(records_of(out).values()))
     name = f"{record['category_id']}_{record['image_id']:04d}_0.png"
@@ -224,7 +224,7 @@ def test_bad_inputs_end_with_one_error_line(tmp_path, stage_outputs, sample_data
         shutil.copytree(sample_dataset / "images", images)
         (images / records[0]["file_name"]).unlink()
     before = tree_hashes(out)
-    result = run_script(SCRIPT, "-g", generated, "-p", prompts, "-i", images, "-o", boxes)
+    result = run_here(SCRIPT, "-g", generated, "-p", prompts, "-i", images, "-o", boxes)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: ") and message in result.stderr
     assert "Traceback" not in result.stderr
@@ -233,7 +233,7 @@ def test_bad_inputs_end_with_one_error_line(tmp_path, stage_outputs, sample_data
 
 
 def test_help_and_docs_name_every_flag():
-    help_text = run_script(SCRIPT, "--help").stdout
+    help_text = run_here(SCRIPT, "--help").stdout
     docs = (ROOT / "docs" / "steps.md").read_text()
     for flag in ["--generated", "--prompts", "--output", "--images", "--overview", "--no-overview", "--overwrite", "--debug"]:
         assert flag in help_text and flag in docs, flag
@@ -243,14 +243,14 @@ def test_a_killed_runs_temp_files_are_removed_by_the_rerun(stage_outputs, tmp_pa
     """A kill leaves hidden temp files beside the copies being written; the rerun removes them in every folder it writes."""
     boxes = tmp_path / "boxes"
     args = ["-g", stage_outputs, "-p", stage_outputs / "blip2_post.json", "-o", boxes, "--no-overview"]
-    assert run_script(SCRIPT, *args).returncode == 0
+    assert run_here(SCRIPT, *args).returncode == 0
     dead_pid = 4194305  # above any pid Linux gives
     copy = next((boxes / "generation").glob("*.png"))
     copy.unlink()
     stale = [copy.with_name(f".{copy.name}.abcd1234.{dead_pid}.tmp"), boxes / ".review.html.k3j2h1g9.tmp"]
     for path in stale:
         path.write_bytes(b"half a file")
-    result = run_script(SCRIPT, *args)
+    result = run_here(SCRIPT, *args)
     assert result.returncode == 0, result.stderr
     assert copy.is_file() and not any(path.exists() for path in stale)
     assert [p for p in boxes.rglob("*") if p.name.endswith(".tmp")] == []
@@ -263,10 +263,10 @@ def test_workers_draw_the_same_files_and_default_to_every_cpu(tmp_path, stage_ou
     drawn = {}
     for workers in (1, 3):
         boxes = tmp_path / f"boxes_{workers}"
-        result = run_script(SCRIPT, "-g", stage_outputs, "-p", stage_outputs / "blip2_post.json", "-i", sample_dataset / "images",
+        result = run_here(SCRIPT, "-g", stage_outputs, "-p", stage_outputs / "blip2_post.json", "-i", sample_dataset / "images",
                             "-o", boxes, "--num-workers", workers)
         assert result.returncode == 0 and "drawn 16" in result.stdout and "originals drawn 4" in result.stdout, result.stderr
         drawn[workers] = {p.relative_to(boxes): p.read_bytes() for p in boxes.rglob("*") if p.is_file()}
     assert drawn[1] == drawn[3] and len(drawn[1]) == 16 + 4 + 4 + 2  # copies, overviews, originals, page + its sidecar
-    result = run_script(SCRIPT, "-g", stage_outputs, "-p", stage_outputs / "blip2_post.json", "-o", tmp_path / "b", "--num-workers", -1)
+    result = run_here(SCRIPT, "-g", stage_outputs, "-p", stage_outputs / "blip2_post.json", "-o", tmp_path / "b", "--num-workers", -1)
     assert result.returncode == 2 and result.stderr == "error: must not be negative (--num-workers -1)\n"

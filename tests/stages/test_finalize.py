@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cocoaug.generated import parse_generated_name
-from tests.helpers.scripts import ROOT, run_finalize, run_script, tree_hashes
+from tests.helpers.scripts import ROOT, run_finalize, run_here, tree_hashes
 from tests.helpers.stage_outputs import generated_names
 
 
@@ -174,7 +174,7 @@ def test_existing_result_needs_overwrite(tmp_path, stage_outputs, sample_dataset
 
 
 def test_help_and_docs_name_every_flag():
-    help_text = run_script("finalize_selected_images.py", "--help").stdout
+    help_text = run_here("finalize_selected_images.py", "--help").stdout
     docs = (ROOT / "docs" / "steps.md").read_text()
     for flag in ["--original_annotation", "--original_data_root", "--generated", "--selected", "--output",
                  "--prompts", "--merge", "--overwrite", "--debug"]:

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from cocoaug.records import MAX_VARIANTS
-from tests.helpers.scripts import run_finalize, run_script, tree_hashes
+from tests.helpers.scripts import run_finalize, run_here, tree_hashes
 from tests.helpers.stage_inputs import STAGE2_FAST, write_inputs
 from tests.helpers.stage_outputs import make_scores
 
@@ -42,7 +42,7 @@ def test_stage2_refuses_a_hostile_record_before_writing_or_loading_anything(tmp_
     out = tmp_path / "deep" / "er" / "out"
     before = tree_hashes(tmp_path)
     # --overwrite too: the run that replaced ESCAPED_0101.png three levels above -o; no model exists at --model
-    result = run_script("generate_image_gligen.py", "--mode", "generation", "-i", images, "-p", prompts, "-o", out,
+    result = run_here("generate_image_gligen.py", "--mode", "generation", "-i", images, "-p", prompts, "-o", out,
                         "--model", tmp_path / "no_model", *STAGE2_FAST, "--overwrite")
     assert one_error_line(result) == f"error: {message} ({prompts})"
     assert tree_hashes(tmp_path) == before and not (tmp_path / "deep").exists()
@@ -50,7 +50,7 @@ def test_stage2_refuses_a_hostile_record_before_writing_or_loading_anything(tmp_
 
 def test_stage2_variants_flag_is_capped(tmp_path):
     images, prompts = write_inputs(tmp_path / "in")
-    result = run_script("generate_image_gligen.py", "--mode", "generation", "-i", images, "-p", prompts, "-o", tmp_path / "out",
+    result = run_here("generate_image_gligen.py", "--mode", "generation", "-i", images, "-p", prompts, "-o", tmp_path / "out",
                         "--variants", MAX_VARIANTS + 1)
     assert one_error_line(result) == f"error: must be at most {MAX_VARIANTS} (--variants {MAX_VARIANTS + 1})"
 
@@ -64,7 +64,7 @@ def test_stage2_refuses_a_hand_edited_manifest_before_loading_the_model(tmp_path
     lines[1] = orjson.dumps({**entry, "source_image_id": "7", "boxes": "x"})
     manifest.write_bytes(b"\n".join(lines) + b"\n")
     before = tree_hashes(out)
-    result = run_script("generate_image_gligen.py", "--mode", "generation", "-i", sample_dataset / "images", "-p",
+    result = run_here("generate_image_gligen.py", "--mode", "generation", "-i", sample_dataset / "images", "-p",
                         out / "blip2_post.json", "-o", out, "--model", tiny_models / "gligen-generation", *STAGE2_FAST)
     assert one_error_line(result) == (f"error: line 2 of the manifest ({entry['file_name']}): source_image_id must be an "
                                       f"integer, got '7' ({manifest})")
@@ -81,7 +81,7 @@ def test_stage3_refuses_a_hand_edited_scores_file(tmp_path, stage_outputs):
     entry["boxes"][0]["region_clip"] = "high"
     lines[0] = orjson.dumps(entry)
     scores.write_bytes(b"\n".join(lines) + b"\n")
-    result = run_script("draw_bboxes.py", "-g", out, "-p", out / "blip2_post.json", "-o", tmp_path / "boxes")
+    result = run_here("draw_bboxes.py", "-g", out, "-p", out / "blip2_post.json", "-o", tmp_path / "boxes")
     assert one_error_line(result) == (f"error: line 1 of the scores file ({entry['file_name']}): boxes[0].region_clip must "
                                       f"be a number, got 'high' ({scores})")
     assert not (tmp_path / "boxes").exists()
@@ -100,7 +100,7 @@ def test_scorer_refuses_a_hand_edited_partial_file_before_loading_a_model(tmp_pa
     partial = out / "generation" / "scores.partial.0.jsonl"
     partial.write_bytes(orjson.dumps(entry) + b"\n")
     before = tree_hashes(out)
-    result = run_script("score_images.py", "-g", out, "-p", out / "blip2_post.json", "--detector", tiny_models / "owlv2",
+    result = run_here("score_images.py", "-g", out, "-p", out / "blip2_post.json", "--detector", tiny_models / "owlv2",
                         "--clip-model", tiny_models / "clip", "--mode", "generation", "--device", "cpu")
     error = one_error_line(result)
     assert error == f"error: line 1 of the partial scores file ({entry['file_name']}): {message} ({partial})", error
@@ -127,7 +127,7 @@ def test_stage3_leaves_out_a_hostile_picks_passed_file_with_a_warning(tmp_path, 
     out = tmp_path / "out"
     shutil.copytree(stage_outputs, out)
     (out / "picks_passed.json").write_text(json.dumps({"picks": [{"mode": "..", "file_name": "x.png"}]}))
-    result = run_script("draw_bboxes.py", "-g", out, "-p", out / "blip2_post.json", "-o", tmp_path / "boxes")
+    result = run_here("draw_bboxes.py", "-g", out, "-p", out / "blip2_post.json", "-o", tmp_path / "boxes")
     assert result.returncode == 0, result.stderr
     assert "the review page does not start from" in result.stderr and "picks[0]: mode climbs out" in result.stderr
     assert (tmp_path / "boxes" / "review.html").is_file()

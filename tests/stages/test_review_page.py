@@ -16,7 +16,7 @@ from cocoaug.picks import PASSED_PICKS_FILE, read_picks, write_picks
 from cocoaug.review import (CARDS_PER_PAGE, ReviewPicture, page_data, read_page_data, render_page, sidecar_name, split_page_data,
                             write_review_page)
 from cocoaug.scores import read_scores, write_scores
-from tests.helpers.scripts import run_script
+from tests.helpers.scripts import run_here
 from tests.helpers.stage_outputs import make_scores
 
 SCRIPT = "draw_bboxes.py"
@@ -112,7 +112,7 @@ def scored_run(tmp_path_factory, stage_outputs, sample_dataset):
     shutil.copytree(stage_outputs, out)
     passed = make_scores(out)
     boxes = root / "boxes"
-    result = run_script(SCRIPT, "-g", out, "-p", out / "blip2_post.json", "-i", sample_dataset / "images", "-o", boxes)
+    result = run_here(SCRIPT, "-g", out, "-p", out / "blip2_post.json", "-i", sample_dataset / "images", "-o", boxes)
     assert result.returncode == 0, result.stderr
     return out, boxes, passed, result
 
@@ -142,11 +142,11 @@ def test_a_copy_is_redrawn_when_its_scores_change_and_kept_otherwise(tmp_path, s
     shutil.copytree(out_before, out)
     shutil.copytree(boxes_before, boxes)
     args = ["-g", out, "-p", out / "blip2_post.json", "-i", sample_dataset / "images", "-o", boxes]
-    result = run_script(SCRIPT, *args)
+    result = run_here(SCRIPT, *args)
     assert result.returncode == 0 and "drawn 0, skipped as existing 16" in result.stdout and "overviews written 0" in result.stdout
     sidecar = boxes / "review_data" / "cards-0000.js"
     page_written, sidecar_written = (boxes / "review.html").stat().st_mtime_ns, sidecar.stat().st_mtime_ns  # rewritten once: this OUT_DIR is elsewhere
-    assert run_script(SCRIPT, *args).returncode == 0
+    assert run_here(SCRIPT, *args).returncode == 0
     assert (boxes / "review.html").stat().st_mtime_ns == page_written  # the same page is not rewritten
     assert sidecar.stat().st_mtime_ns == sidecar_written
     scores = read_scores(out / "inpainting")
@@ -154,7 +154,7 @@ def test_a_copy_is_redrawn_when_its_scores_change_and_kept_otherwise(tmp_path, s
     scores[name]["boxes"][0]["region_clip"] = 0.99
     write_scores(out / "inpainting", scores.values())
     before = (boxes / "inpainting" / name).read_bytes()
-    result = run_script(SCRIPT, *args)
+    result = run_here(SCRIPT, *args)
     assert result.returncode == 0 and "drawn 1, skipped as existing 15" in result.stdout and "overviews written 1" in result.stdout
     assert (boxes / "inpainting" / name).read_bytes() != before
     assert sidecar.stat().st_mtime_ns != sidecar_written and "0.99" in sidecar.read_text()  # the box scores live in the sidecar
@@ -200,7 +200,7 @@ def test_a_picks_passed_file_for_another_folder_is_left_out_with_a_warning(tmp_p
     out = tmp_path / "out"
     shutil.copytree(stage_outputs, out)
     write_picks(out / PASSED_PICKS_FILE, [("generation", "1_0001.png")], tmp_path / "elsewhere")
-    result = run_script(SCRIPT, "-g", out, "-p", out / "blip2_post.json", "-o", tmp_path / "boxes", "--no-overview")
+    result = run_here(SCRIPT, "-g", out, "-p", out / "blip2_post.json", "-o", tmp_path / "boxes", "--no-overview")
     assert result.returncode == 0, result.stderr
     assert "does not start from" in result.stderr and "made for the stage-2 folder" in result.stderr
     data = read_page_data(tmp_path / "boxes" / "review.html")
@@ -215,7 +215,7 @@ def test_records_with_variants_give_the_plan_per_category(tmp_path, stage_output
     for k, record in enumerate(records):
         record["variants"] = k + 1
     (out / "blip2_post.json").write_text(json.dumps(records))
-    result = run_script(SCRIPT, "-g", out, "-p", out / "blip2_post.json", "-o", tmp_path / "boxes", "--no-overview")
+    result = run_here(SCRIPT, "-g", out, "-p", out / "blip2_post.json", "-o", tmp_path / "boxes", "--no-overview")
     assert result.returncode == 0, result.stderr
     data = read_page_data(tmp_path / "boxes" / "review.html")
     assert data["has_plan"] and [card["variants"] for card in data["cards"]] == [k + 1 for k in range(len(records))]
@@ -228,12 +228,12 @@ def test_a_plan_csv_beside_the_records_gives_the_planned_pictures(tmp_path, stag
     shutil.copytree(stage_outputs, out)
     categories = sorted({r["category_id"] for r in json.loads((out / "blip2_post.json").read_text())})
     write_plan(out / PLAN_FILE, [CategoryPlan(c, f"c{c}", 10, 5, 1.5, None, 1, 3 + c, 6, 16, None, None) for c in categories])
-    result = run_script(SCRIPT, "-g", out, "-p", out / "blip2_post.json", "-o", tmp_path / "boxes", "--no-overview")
+    result = run_here(SCRIPT, "-g", out, "-p", out / "blip2_post.json", "-o", tmp_path / "boxes", "--no-overview")
     assert result.returncode == 0, result.stderr
     data = read_page_data(tmp_path / "boxes" / "review.html")
     assert data["has_plan"] and data["plan"] == {str(c): 2 * (3 + c) for c in categories}  # per mode run, times the 2 modes
     (out / PLAN_FILE).write_text("category_id\n1\n")
-    result = run_script(SCRIPT, "-g", out, "-p", out / "blip2_post.json", "-o", tmp_path / "boxes", "--no-overview")
+    result = run_here(SCRIPT, "-g", out, "-p", out / "blip2_post.json", "-o", tmp_path / "boxes", "--no-overview")
     assert result.returncode == 0 and "the review page shows no plan" in result.stderr and "lacks the column" in result.stderr
     assert read_page_data(tmp_path / "boxes" / "review.html")["plan"] is None
 

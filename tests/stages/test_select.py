@@ -12,7 +12,7 @@ import pytest
 import generate_prompt_blip2 as stage
 from cocoaug.coco import load_coco
 from cocoaug.records import load_records
-from tests.helpers.scripts import ROOT, run_python, run_script
+from tests.helpers.scripts import ROOT, run_python, run_here
 from tests.helpers.stage_inputs import TOY, write_coco
 
 SCRIPT = "generate_prompt_blip2.py"
@@ -32,7 +32,7 @@ FLAG_CASES = [
 
 def select(tmp_path, annotations, images_dir, *flags) -> tuple[list[dict], str]:
     out = tmp_path / "out"
-    result = run_script(SCRIPT, "-i", images_dir, "-a", annotations, "-o", out, "--select-only", "--overwrite", *flags)
+    result = run_here(SCRIPT, "-i", images_dir, "-a", annotations, "-o", out, "--select-only", "--overwrite", *flags)
     assert result.returncode == 0, result.stderr
     return load_records(out / "selection.json", require_text=False), result.stdout
 
@@ -159,7 +159,7 @@ def test_image_table_counts_per_image(tmp_path):
     (["--min-box-area", "-5"], "error: must not be negative"),
 ])
 def test_bad_flags_end_with_one_error_line(tmp_path, toy, flags, message):
-    result = run_script(SCRIPT, "-i", toy[1], "-a", toy[0], "-o", tmp_path / "out", "--select-only", *flags)
+    result = run_here(SCRIPT, "-i", toy[1], "-a", toy[0], "-o", tmp_path / "out", "--select-only", *flags)
     assert result.returncode == 2
     assert result.stderr.startswith(message) and result.stderr.count("\n") == 1, result.stderr
     assert not (tmp_path / "out" / "selection.json").exists()
@@ -175,10 +175,10 @@ def test_bad_inputs_end_with_one_error_line(tmp_path, toy):
         (["-i", images, "-a", broken], "annotation file is not valid JSON"),
     ]
     for args, message in cases:
-        result = run_script(SCRIPT, *args, "-o", tmp_path / "out", "--select-only")
+        result = run_here(SCRIPT, *args, "-o", tmp_path / "out", "--select-only")
         assert result.returncode == 2 and result.stderr.startswith("error: " + message), result.stderr
         assert "Traceback" not in result.stderr
-    same = run_script(SCRIPT, "-i", images, "-a", annotations, "-o", images, "--select-only")
+    same = run_here(SCRIPT, "-i", images, "-a", annotations, "-o", images, "--select-only")
     assert same.returncode == 2 and f"the output folder {images} is the image folder {images}" in same.stderr
 
 
@@ -191,7 +191,7 @@ def test_select_only_refuses_a_file_name_outside_the_image_folder(tmp_path, file
     """The same line as the full run (tests/stages/test_caption.py): the annotation file's schema refuses the name."""
     annotations = write_coco(tmp_path / "ann", {1: (file_name, 64, 48, [(3, [5, 5, 20, 20], 0)]), **{9: TOY[9]}})
     (tmp_path / "images").mkdir()
-    result = run_script(SCRIPT, "-i", tmp_path / "images", "-a", annotations, "-o", tmp_path / "out", "--select-only")
+    result = run_here(SCRIPT, "-i", tmp_path / "images", "-a", annotations, "-o", tmp_path / "out", "--select-only")
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [message.format(annotations)], result.stderr
     assert not (tmp_path / "out").exists()
 
@@ -204,7 +204,7 @@ def test_string_boxes_are_refused_when_the_annotation_file_is_read(tmp_path, tin
     annotations.write_text(json.dumps(coco))
     (tmp_path / "images").mkdir()
     for flags in (["--select-only"], ["--model", tiny_models / "blip2"]):  # the full run: before the model is loaded
-        result = run_script(SCRIPT, "-i", tmp_path / "images", "-a", annotations, "-o", tmp_path / "out", *flags)
+        result = run_here(SCRIPT, "-i", tmp_path / "images", "-a", annotations, "-o", tmp_path / "out", *flags)
         assert result.returncode == 2 and result.stderr.strip().splitlines() == [
             f"error: annotation 101 has a 'bbox' that is not [x, y, w, h]: ['5', '5', '20', '20'] ({annotations})"], result.stderr
         assert not (tmp_path / "out").exists()
@@ -212,17 +212,17 @@ def test_string_boxes_are_refused_when_the_annotation_file_is_read(tmp_path, tin
 
 def test_existing_selection_needs_overwrite(tmp_path, toy):
     out = tmp_path / "out"
-    assert run_script(SCRIPT, "-i", toy[1], "-a", toy[0], "-o", out, "--select-only").returncode == 0
-    again = run_script(SCRIPT, "-i", toy[1], "-a", toy[0], "-o", out, "--select-only", "--limit", "1")
+    assert run_here(SCRIPT, "-i", toy[1], "-a", toy[0], "-o", out, "--select-only").returncode == 0
+    again = run_here(SCRIPT, "-i", toy[1], "-a", toy[0], "-o", out, "--select-only", "--limit", "1")
     assert again.returncode == 2 and "output exists; pass --overwrite" in again.stderr
     assert str(out / "selection.json") in again.stderr
     assert len(json.loads((out / "selection.json").read_text())) == len(DEFAULT)
-    assert run_script(SCRIPT, "-i", toy[1], "-a", toy[0], "-o", out, "--select-only", "--limit", "1", "--overwrite").returncode == 0
+    assert run_here(SCRIPT, "-i", toy[1], "-a", toy[0], "-o", out, "--select-only", "--limit", "1", "--overwrite").returncode == 0
     assert len(json.loads((out / "selection.json").read_text())) == 1
 
 
 def test_help_and_stage1_docs_name_every_flag():
-    help_text = run_script(SCRIPT, "--help").stdout
+    help_text = run_here(SCRIPT, "--help").stdout
     docs = "\n".join(path.read_text() for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
     flags = [o for action in stage.build_parser()._actions for o in action.option_strings if o.startswith("--")]
     assert len(flags) > 20

@@ -13,12 +13,12 @@ import pytest
 from cocoaug.errors import UserError
 from cocoaug.records import MAX_VARIANTS, load_records
 from cocoaug.scores import SUMMARY_COLUMNS, write_summary
-from tests.helpers.scripts import run_script
+from tests.helpers.scripts import run_here
 from tests.helpers.skewed_set import plan_rows, write_skewed_set
 
 
 def select_only(folder: Path, annotations: Path, out: Path, *flags) -> subprocess.CompletedProcess:
-    return run_script("generate_prompt_blip2.py", "-i", folder / "images", "-a", annotations, "-o", out,
+    return run_here("generate_prompt_blip2.py", "-i", folder / "images", "-a", annotations, "-o", out,
                       "--select-only", "--overwrite", *flags)
 
 
