@@ -90,6 +90,7 @@ def trained(finetune_dataset, small_set, tmp_path_factory):
     return out, result
 
 
+@pytest.mark.slow  # trains a model
 def test_a_run_writes_every_run_the_report_and_the_plot(trained, finetune_dataset):
     out, result = trained
     assert SUMMARY_LINE.match(result.stdout.strip().splitlines()[-1]), result.stdout
@@ -123,6 +124,7 @@ def test_a_run_writes_every_run_the_report_and_the_plot(trained, finetune_datase
         assert plot.format == "PNG" and plot.size[0] > 200 and plot.size[1] > 100
 
 
+@pytest.mark.slow  # trains a model
 def test_a_finished_run_is_kept_and_reported_again_with_resume(trained, finetune_dataset, small_set):
     out, _ = trained
     before = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.is_file()}
@@ -135,6 +137,7 @@ def test_a_finished_run_is_kept_and_reported_again_with_resume(trained, finetune
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.slow  # trains a model
 def test_eval_only_gives_the_metrics_of_the_run(trained, finetune_dataset, small_set, tmp_path):
     out, _ = trained
     checkpoint = out / "runs" / "augmented-seed0" / "checkpoint.pt"
@@ -148,6 +151,7 @@ def test_eval_only_gives_the_metrics_of_the_run(trained, finetune_dataset, small
                                                      *TINY, "--checkpoint", checkpoint, "--eval-only"))
 
 
+@pytest.mark.slow  # trains a model
 def test_a_checkpoint_with_another_class_count_is_refused_unless_reset_head(small_set, tmp_path):
     from torchvision.models import get_model_builder
 
@@ -200,6 +204,7 @@ def test_the_sampling_plan_needs_no_model_and_no_image(finetune_dataset, tmp_pat
     assert "box share per epoch" in result.stdout and "kite" in result.stdout
 
 
+@pytest.mark.slow  # trains a model
 def test_a_killed_run_resumes_to_the_same_weights(small_set, tmp_path):
     common = ["-d", small_set, *val_flags(small_set), *TINY, "--epochs", "3", "--epoch-size", "2", "--batch-size", "1",
               "--sampling", "repeat-factor"]
@@ -224,6 +229,7 @@ def test_a_killed_run_resumes_to_the_same_weights(small_set, tmp_path):
     assert all(torch.equal(expected["model"][k], got["model"][k]) for k in expected["model"])
 
 
+@pytest.mark.slow  # trains a model
 def test_two_processes_under_torchrun_share_each_epoch(small_set, tmp_path):
     result = run_python("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                         ROOT / "finetune_detector.py", "-d", small_set, *val_flags(small_set), "-o", tmp_path / "out", *TINY,
@@ -262,6 +268,7 @@ def test_the_loop_learns(sample_dataset, tmp_path):
     assert after["AP50"] > before["AP50"] + 0.25 and after["AP"] > before["AP"] + 0.05, (before, after)
 
 
+@pytest.mark.slow  # trains a model
 @pytest.mark.parametrize("name", ["fasterrcnn_mobilenet_v3_large_fpn", "retinanet_resnet50_fpn_v2", "fcos_resnet50_fpn"])
 def test_the_issues_builders_train_and_take_a_new_head(name, small_set):
     """Each family the issue names trains on the dataset's targets, refuses another class count and resets its head."""
@@ -286,6 +293,7 @@ def test_the_issues_builders_train_and_take_a_new_head(name, small_set):
     assert all(torch.equal(own[k], other[k]) for k in own if k not in head)
 
 
+@pytest.mark.slow  # trains a model
 def test_a_checkpoint_trains_with_the_trunks_batchnorm_frozen_as_torchvision_builds_trained_detectors(small_set):
     """torchvision's trained detectors keep their trunk's BatchNorm frozen (no step counter in their state_dict):
     such a state_dict loads, and fine-tuning from it leaves the trunk's statistics as they were."""
