@@ -1,14 +1,16 @@
 """scripts/make_tiny_models.py: the tiny models load with the real classes, run, and are reproducible."""
 
 import json
+import logging
 import shutil
+import warnings
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from tests.helpers.scripts import run_here, run_script, script_module
+from tests.helpers.scripts import run_here, script_module
 
 SCRIPT = "scripts/make_tiny_models.py"
 
@@ -119,9 +121,9 @@ def test_safety_checkers_flag_nothing_or_everything(tiny_models, folder, flagged
     assert has_nsfw == [flagged] * 3
 
 
-def test_same_seed_same_files_and_a_rerun_reuses_them(tiny_models, tmp_path):
-    """A copy of the session's models is reused as it is; --overwrite builds every model again, in a new
-    process (as the session fixture was built), to the same bytes."""
+def test_same_seed_same_files_and_a_rerun_reuses_them(tiny_models, tmp_path, monkeypatch):
+    """A copy of the session's models is reused as it is; --overwrite builds every model again, in this
+    process, to the bytes of the session's build (a child process)."""
     folder = tmp_path / "models"
     shutil.copytree(tiny_models, folder)  # file times copied too
     weights = folder / "blip2" / "model.safetensors"
@@ -130,10 +132,17 @@ def test_same_seed_same_files_and_a_rerun_reuses_them(tiny_models, tmp_path):
     assert result.returncode == 0 and result.stdout.count("reused") == 7, result.stdout
     assert weights.stat().st_mtime_ns == stamp
 
-    result = run_script(SCRIPT, folder, "--overwrite")
+    # diffusers and transformers log with their own handlers: here their lines reach run_here's stderr too,
+    # and the warnings a terminal would show are kept.
+    for library in ("diffusers", "transformers"):
+        monkeypatch.setattr(logging.getLogger(library), "propagate", True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        result = run_here(SCRIPT, folder, "--overwrite")
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("wrote") == 7
-    assert "deprecated" not in result.stderr + result.stdout  # diffusers' notice about the GLIGEN pipeline class
+    shown = result.stderr + result.stdout + "".join(str(w.message) for w in caught)
+    assert "deprecated" not in shown  # diffusers' notice about the GLIGEN pipeline class
     assert weights.stat().st_mtime_ns != stamp
     files = sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(tiny_models) for p in tiny_models.rglob("*") if p.is_file())
