@@ -61,19 +61,31 @@ def scipy_fid(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root))
 
 
-def test_fid_matches_a_direct_scipy_computation(tmp_path, folders, fid_weights):
+def test_fid_matches_a_direct_scipy_computation(tmp_path, folders, fid_weights, monkeypatch):
+    """scipy's FID of the features the run computed (recorded as it ran, not computed again), and the first
+    rows of those features computed here from the files with a network loaded here."""
     real, generated = folders
     output = tmp_path / "fid.json"
+    computed, activations = [], stage.activations
+
+    def recorded(*args):
+        computed.append(activations(*args))
+        return computed[-1]
+
+    monkeypatch.setattr(stage, "activations", recorded)
     result = run_fid("-r", real, "-g", generated, "--weights", fid_weights, "--dims", 64, "--device", "cpu",
-                        "--batch-size", 16, "--num-workers", 0, "--output", output)
+                     "--batch-size", 16, "--num-workers", 0, "--output", output)
     assert result.returncode == 0, result.stderr
     saved = json.loads(output.read_text())
     assert saved["n_real"] == saved["n_generated"] == N_IMAGES and saved["dims"] == 64
     assert "fewer than" not in result.stderr
 
+    a, b = computed
+    assert a.shape == b.shape == (N_IMAGES, 64)
     model = stage.load_inception(64, str(fid_weights), torch.device("cpu"))
-    a = stage.activations(stage.image_files(real), model, 16, 0, torch.device("cpu"), "real")
-    b = stage.activations(stage.image_files(generated), model, 16, 0, torch.device("cpu"), "generated")
+    for features, folder in ((a, real), (b, generated)):
+        first = activations(stage.image_files(folder)[:3], model, 3, 0, torch.device("cpu"), "here")
+        np.testing.assert_allclose(first, features[:3], rtol=1e-4, atol=1e-6)
     expected = scipy_fid(a, b)
     assert expected > 1e-3
     assert saved["fid"] == pytest.approx(expected, rel=1e-5)
