@@ -35,7 +35,7 @@ def run_python(*args, env=None, cwd=ROOT, timeout=None, check=False) -> subproce
 
 
 def run_here(script, *args, env=None) -> subprocess.CompletedProcess:
-    """Run SCRIPT's ``main`` (a stage script at the repository root) with ARGS in this process, as
+    """Run SCRIPT's ``main`` (a stage script at the repository root, or a script under scripts/) with ARGS in this process, as
     ``python SCRIPT ARGS`` runs it (``run_cli``: the same error lines and exit codes), and return what
     run_script returns: the exit code, and stdout and stderr as text, log lines included. ENV's
     variables are set for the run only. Faster than a child by the imports the child would redo;
@@ -43,7 +43,7 @@ def run_here(script, *args, env=None) -> subprocess.CompletedProcess:
     run_script."""
     from cocoaug.runtime import run_cli
 
-    module = importlib.import_module(Path(script).stem)
+    module = script_module(script)
     argv = [str(a) for a in args]
     out, err = io.StringIO(), io.StringIO()
     handler = logging.StreamHandler(err)
@@ -71,6 +71,23 @@ def run_here(script, *args, env=None) -> subprocess.CompletedProcess:
         os.environ.update(saved[2])
         sys.argv = saved[3]
     return subprocess.CompletedProcess([script, *argv], code, out.getvalue(), err.getvalue())
+
+
+def script_module(script):
+    """The module of SCRIPT: a stage script at the root by its name; a file under scripts/ or benchmarks/
+    (not packages) loaded once from its path, under its file name."""
+    import importlib.util
+
+    path = ROOT / script
+    if path.parent == ROOT:
+        return importlib.import_module(path.stem)
+    module = sys.modules.get(path.stem)
+    if module is None or getattr(module, "__file__", None) != str(path):
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module
+        spec.loader.exec_module(module)
+    return module
 
 
 def run_finalize(dataset: Path, generated: Path, picked: Path | None, final: Path, *flags, annotations=None):

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from tests.helpers.scripts import ROOT, run_script
+from tests.helpers.scripts import ROOT, run_script, script_module
 
 
 def test_bench_select_smoke(tmp_path):
@@ -32,6 +32,22 @@ def run_bench(script, workdir, *flags):
     return result.stdout
 
 
+def run_bench_here(script, workdir, *flags, capsys):
+    """run_bench's command, its ``main`` in this process (no child redoes the imports of torch and
+    transformers); the torch thread count and grad mode that the benchmark sets are restored after it."""
+    import torch
+
+    bench = script_module(f"benchmarks/{script}")
+    threads, grad = torch.get_num_threads(), torch.is_grad_enabled()
+    capsys.readouterr()
+    try:
+        bench.main([str(a) for a in ["--workdir", workdir, "--repeat", "1", "--device", "cpu", "--threads", "1", *flags]])
+    finally:
+        torch.set_num_threads(threads)
+        torch.set_grad_enabled(grad)
+    return capsys.readouterr().out
+
+
 def shared_inputs(workdir, sample_dataset=None, tiny_models=None):
     """Point the benchmark's workdir at the session's sample set and tiny models, which its scripts then reuse."""
     workdir.mkdir()
@@ -42,17 +58,18 @@ def shared_inputs(workdir, sample_dataset=None, tiny_models=None):
     return workdir
 
 
-def test_bench_caption_smoke(tmp_path, sample_dataset, tiny_models):
+def test_bench_caption_smoke(tmp_path, sample_dataset, tiny_models, capsys):
     workdir = shared_inputs(tmp_path / "work", sample_dataset, tiny_models)
     # 6 images in batches of 4: the last batch is short; the sample set's every image mode is among them.
-    out = run_bench("bench_caption.py", workdir, "--images", 6, "--batch-size", 4, "--max-new-tokens", 6, "--num-workers", 1)
+    out = run_bench_here("bench_caption.py", workdir, "--images", 6, "--batch-size", 4, "--max-new-tokens", 6, "--num-workers", 1,
+                         capsys=capsys)
     assert "same captions: yes (6/6 identical)" in out and "speed-up" in out
     captions = json.loads((workdir / "captions.json").read_text())
     assert len(captions["images"]) == 6 and captions["seed"] == captions["project"]
     assert all(text.strip() for text in captions["seed"]) and len(set(captions["seed"])) > 1
 
 
-def test_bench_caption_full_size_path_smoke(tmp_path, sample_dataset):
+def test_bench_caption_full_size_path_smoke(tmp_path, sample_dataset, capsys):
     """--full-size's path (random weights from a config, synthetic tokenizer, forced length) with a small config."""
     config = {
         "model_type": "blip-2", "num_query_tokens": 8, "image_token_index": 1000,
@@ -65,20 +82,32 @@ def test_bench_caption_full_size_path_smoke(tmp_path, sample_dataset):
     }
     (tmp_path / "small.json").write_text(json.dumps(config))
     workdir = shared_inputs(tmp_path / "work", sample_dataset)
-    out = run_bench("bench_caption.py", workdir, "--full-size", "--config", tmp_path / "small.json", "--images", 5,
-                    "--batch-size", 4, "--max-new-tokens", 7)
+    out = run_bench_here("bench_caption.py", workdir, "--full-size", "--config", tmp_path / "small.json", "--images", 5,
+                         "--batch-size", 4, "--max-new-tokens", 7, capsys=capsys)
     assert "7 new tokens (forced)" in out and "same captions: yes (5/5 identical)" in out
     captions = json.loads((workdir / "captions.json").read_text())
     assert captions["seed"] == captions["project"] and all(text.strip() for text in captions["seed"])
 
 
-def test_bench_generate_smoke(tmp_path, tiny_models):
+def test_bench_generate_smoke(tmp_path, tiny_models, capsys, monkeypatch):
+    """Every row's run (a child process each, for its own peak memory) runs in this process here: the children
+    are the full-size test's below."""
     import numpy as np
 
+    bench = script_module("benchmarks/bench_generate.py")
+    rows = []
+
+    def run_here_measured(command):
+        rows.append(command[command.index("--run-variant") + 1])
+        bench.main(command[2:])
+        return 0.0  # peak RSS: not measured in this process
+
+    monkeypatch.setattr(bench, "run_measured", run_here_measured)
     workdir = shared_inputs(tmp_path / "work", tiny_models=tiny_models)
     # 3 images in batches of 2: a short last batch, three different layouts.
-    out = run_bench("bench_generate.py", workdir, "--images", 3, "--batch-size", 2, "--steps", 3, "--fast-steps", 2,
-                    "--variants", "project-b1,project,project-dpm")
+    out = run_bench_here("bench_generate.py", workdir, "--images", 3, "--batch-size", 2, "--steps", 3, "--fast-steps", 2,
+                         "--variants", "project-b1,project,project-dpm", capsys=capsys)
+    assert rows == ["seed", "project-b1", "project", "project-dpm"]
     assert "same images as the seed (rows with its scheduler and steps): yes" in out
     results = {name: json.loads((workdir / f"results/{name}.json").read_text()) for name in ["seed", "project-b1", "project", "project-dpm"]}
     assert [r["batch_size"] for r in results.values()] == [1, 1, 2, 2]
@@ -99,14 +128,14 @@ def test_bench_generate_full_size_path_smoke(tmp_path, tiny_models):
     assert "GLIGEN from gligen-generation, random weights" in out and "same images as the seed (rows with its scheduler and steps): yes" in out
 
 
-def test_bench_score_smoke(tmp_path, sample_dataset, tiny_models):
+def test_bench_score_smoke(tmp_path, sample_dataset, tiny_models, capsys):
     workdir = shared_inputs(tmp_path / "work", sample_dataset, tiny_models)
-    # 5 pictures in batches of 2: a short last batch, and pictures of several sizes.
-    out = run_bench("bench_score.py", workdir, "--images", 5, "--batch-size", 2)
-    assert "same scores: yes (5 pictures" in out and "speed-up" in out and "tiny OWLv2" in out
+    # 3 pictures (640x480, 320x240, 240x320; 7 boxes) in batches of 2: a short last batch, pictures of several sizes.
+    out = run_bench_here("bench_score.py", workdir, "--images", 3, "--batch-size", 2, capsys=capsys)
+    assert "same scores: yes (3 pictures" in out and "3 pictures, 7 boxes" in out and "speed-up" in out and "tiny OWLv2" in out
 
 
-def test_bench_score_full_size_path_smoke(tmp_path, sample_dataset, tiny_models):
+def test_bench_score_full_size_path_smoke(tmp_path, sample_dataset, tiny_models, capsys):
     """--full-size's path (random weights from configs, the tiny tokenizers) with small configs in place of the real ones."""
     small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4}
     configs = tmp_path / "configs"
@@ -119,8 +148,8 @@ def test_bench_score_full_size_path_smoke(tmp_path, sample_dataset, tiny_models)
         real["projection_dim"] = 32
         (configs / name).write_text(json.dumps(real))
     workdir = shared_inputs(tmp_path / "work", sample_dataset, tiny_models)
-    out = run_bench("bench_score.py", workdir, "--full-size", "--configs", configs, "--images", 3, "--batch-size", 2)
-    assert "OWLv2 base patch16 + CLIP ViT-L/14" in out and "same scores: yes (3 pictures" in out
+    out = run_bench_here("bench_score.py", workdir, "--full-size", "--configs", configs, "--images", 2, "--batch-size", 2, capsys=capsys)
+    assert "OWLv2 base patch16 + CLIP ViT-L/14" in out and "same scores: yes (2 pictures" in out  # batching: the smoke test above
 
 
 @pytest.mark.browser  # part 2 opens the page in Chromium

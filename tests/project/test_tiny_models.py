@@ -1,13 +1,16 @@
 """scripts/make_tiny_models.py: the tiny models load with the real classes, run, and are reproducible."""
 
 import json
+import logging
+import shutil
+import warnings
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from tests.helpers.scripts import run_script
+from tests.helpers.scripts import run_here, script_module
 
 SCRIPT = "scripts/make_tiny_models.py"
 
@@ -118,41 +121,54 @@ def test_safety_checkers_flag_nothing_or_everything(tiny_models, folder, flagged
     assert has_nsfw == [flagged] * 3
 
 
-def test_same_seed_same_files_and_a_rerun_reuses_them(tiny_models, tmp_path):
-    result = run_script(SCRIPT, tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "deprecated" not in result.stderr + result.stdout  # diffusers' notice about the GLIGEN pipeline class
-    files = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
-    assert files == sorted(p.relative_to(tiny_models) for p in tiny_models.rglob("*") if p.is_file())
-    for file in files:
-        assert (tmp_path / file).read_bytes() == (tiny_models / file).read_bytes(), file
-
-    weights = tmp_path / "blip2" / "model.safetensors"
+def test_same_seed_same_files_and_a_rerun_reuses_them(tiny_models, tmp_path, monkeypatch):
+    """A copy of the session's models is reused as it is; --overwrite builds every model again, in this
+    process, to the bytes of the session's build (a child process)."""
+    folder = tmp_path / "models"
+    shutil.copytree(tiny_models, folder)  # file times copied too
+    weights = folder / "blip2" / "model.safetensors"
     stamp = weights.stat().st_mtime_ns
-    result = run_script(SCRIPT, tmp_path)
-    assert result.returncode == 0 and result.stdout.count("reused") == 7
+    result = run_here(SCRIPT, folder)
+    assert result.returncode == 0 and result.stdout.count("reused") == 7, result.stdout
     assert weights.stat().st_mtime_ns == stamp
 
-    result = run_script(SCRIPT, tmp_path, "--overwrite")
-    assert result.returncode == 0 and result.stdout.count("wrote") == 7
+    # diffusers and transformers log with their own handlers: here their lines reach run_here's stderr too,
+    # and the warnings a terminal would show are kept.
+    for library in ("diffusers", "transformers"):
+        monkeypatch.setattr(logging.getLogger(library), "propagate", True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        result = run_here(SCRIPT, folder, "--overwrite")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("wrote") == 7
+    shown = result.stderr + result.stdout + "".join(str(w.message) for w in caught)
+    assert "deprecated" not in shown  # diffusers' notice about the GLIGEN pipeline class
     assert weights.stat().st_mtime_ns != stamp
-    assert weights.read_bytes() == (tiny_models / "blip2" / "model.safetensors").read_bytes()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left behind
+    files = sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tiny_models) for p in tiny_models.rglob("*") if p.is_file())
+    for file in files:
+        assert (folder / file).read_bytes() == (tiny_models / file).read_bytes(), file
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no temp folder left behind
 
 
 def test_an_incomplete_folder_is_rebuilt(tmp_path):
     (tmp_path / "blip2").mkdir()
     (tmp_path / "blip2" / "config.json").write_text("{}")
-    result = run_script(SCRIPT, tmp_path)
+    tiny = script_module(SCRIPT)
+    for name, (_, required) in tiny.BUILDERS.items():  # the other models look complete: only blip2 is built
+        for file in required if name != "blip2" else []:
+            (tmp_path / name / file).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name / file).write_text("{}")
+    result = run_here(SCRIPT, tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "rebuilding" in result.stdout
+    assert "rebuilding" in result.stdout and result.stdout.count("reused") == 6 and result.stdout.count("wrote") == 1
     assert (tmp_path / "blip2" / "model.safetensors").is_file()
 
 
 def test_an_output_that_is_a_file_is_a_user_error(tmp_path):
     target = tmp_path / "models"
     target.write_text("not a folder")
-    result = run_script(SCRIPT, target)
+    result = run_here(SCRIPT, target)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: output path exists and is not a folder ({target})"]
 

@@ -5,6 +5,7 @@ A random-weight FID Inception saved locally stands in for the real weights: noth
 import argparse
 import json
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from PIL import Image
 from scipy import linalg
 
 import evaluate_fid as stage
-from tests.helpers.scripts import ROOT, run_python, run_script
+from tests.helpers.scripts import ROOT, run_here, run_python
 
 pytestmark = pytest.mark.models  # every test runs the FID Inception network (make test-fast leaves them out)
 SCRIPT = "evaluate_fid.py"
@@ -36,6 +37,17 @@ def write_images(folder: Path, count: int, seed: int, brightness: int) -> Path:
     return folder
 
 
+def run_fid(*args):
+    """evaluate_fid.py with ARGS in this process (run_here); a warning that a user's terminal would show
+    (pytest would otherwise only record it) fails the test. The real-stderr check is a subprocess below."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        result = run_here(SCRIPT, *args)
+    shown = [f"{w.category.__name__}: {w.message}" for w in caught if not issubclass(w.category, DeprecationWarning)]
+    assert not shown, shown
+    return result
+
+
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("fid_images")
@@ -49,19 +61,31 @@ def scipy_fid(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root))
 
 
-def test_fid_matches_a_direct_scipy_computation(tmp_path, folders, fid_weights):
+def test_fid_matches_a_direct_scipy_computation(tmp_path, folders, fid_weights, monkeypatch):
+    """scipy's FID of the features the run computed (recorded as it ran, not computed again), and the first
+    rows of those features computed here from the files with a network loaded here."""
     real, generated = folders
     output = tmp_path / "fid.json"
-    result = run_script(SCRIPT, "-r", real, "-g", generated, "--weights", fid_weights, "--dims", 64, "--device", "cpu",
-                        "--batch-size", 16, "--num-workers", 0, "--output", output)
+    computed, activations = [], stage.activations
+
+    def recorded(*args):
+        computed.append(activations(*args))
+        return computed[-1]
+
+    monkeypatch.setattr(stage, "activations", recorded)
+    result = run_fid("-r", real, "-g", generated, "--weights", fid_weights, "--dims", 64, "--device", "cpu",
+                     "--batch-size", 16, "--num-workers", 0, "--output", output)
     assert result.returncode == 0, result.stderr
     saved = json.loads(output.read_text())
     assert saved["n_real"] == saved["n_generated"] == N_IMAGES and saved["dims"] == 64
     assert "fewer than" not in result.stderr
 
+    a, b = computed
+    assert a.shape == b.shape == (N_IMAGES, 64)
     model = stage.load_inception(64, str(fid_weights), torch.device("cpu"))
-    a = stage.activations(stage.image_files(real), model, 16, 0, torch.device("cpu"), "real")
-    b = stage.activations(stage.image_files(generated), model, 16, 0, torch.device("cpu"), "generated")
+    for features, folder in ((a, real), (b, generated)):
+        first = activations(stage.image_files(folder)[:3], model, 3, 0, torch.device("cpu"), "here")
+        np.testing.assert_allclose(first, features[:3], rtol=1e-4, atol=1e-6)
     expected = scipy_fid(a, b)
     assert expected > 1e-3
     assert saved["fid"] == pytest.approx(expected, rel=1e-5)
@@ -90,7 +114,7 @@ def test_each_image_is_resized_as_pytorch_fid_does(tmp_path, fid_weights):
 
 def test_identical_folders_score_zero(folders, fid_weights):
     real, _ = folders
-    result = run_script(SCRIPT, "-r", real, "-g", real, "--weights", fid_weights, "--dims", 64, "--num-workers", 2, "--batch-size", 32)
+    result = run_fid("-r", real, "-g", real, "--weights", fid_weights, "--dims", 64, "--num-workers", 2, "--batch-size", 32)
     assert result.returncode == 0, result.stderr
     assert abs(float(result.stdout.split()[1])) < 1e-3
 
@@ -109,7 +133,7 @@ def test_standard_2048_features_by_default(tmp_path, fid_weights):
 
 def test_fewer_images_than_dimensions_is_one_warning(tmp_path, fid_weights):
     real, generated = write_images(tmp_path / "r", 2, 2, 100), write_images(tmp_path / "g", 3, 3, 160)
-    result = run_script(SCRIPT, "-r", real, "-g", generated, "--weights", fid_weights, "--dims", 64, "--num-workers", 0)
+    result = run_fid("-r", real, "-g", generated, "--weights", fid_weights, "--dims", 64, "--num-workers", 0)
     assert result.returncode == 0, result.stderr
     assert "dims 64; 2 real, 3 generated" in result.stdout
     assert "has 2 images, fewer than the 64 feature dimensions" in result.stderr
@@ -157,12 +181,14 @@ def test_bad_inputs_end_with_one_error_line(tmp_path, folders, fid_weights):
         (["-r", real, "-g", generated, *weights, "--batch-size", 0], "must be a positive integer"),
     ]
     for args, message in cases:
-        result = run_script(SCRIPT, *args)
+        result = run_fid(*args)
         assert result.returncode == 2, (args, result.stderr)
         assert result.stderr.strip().splitlines()[-1].startswith("error: ") and message in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
     assert (tmp_path / "exists.json").read_text() == "{}"
-    result = run_script(SCRIPT, "-r", real, "-g", generated, *weights, "--output", tmp_path / "exists.json", "--overwrite")
+    # A few images suffice to show that --overwrite replaces the file (the figure itself is checked above).
+    small_real, small_generated = write_images(tmp_path / "r", 3, 2, 100), write_images(tmp_path / "g", 3, 3, 160)
+    result = run_fid("-r", small_real, "-g", small_generated, *weights, "--output", tmp_path / "exists.json", "--overwrite")
     assert result.returncode == 0 and json.loads((tmp_path / "exists.json").read_text())["dims"] == 64
 
 
@@ -178,7 +204,7 @@ def test_a_weights_file_of_another_kind_says_what_is_expected(tmp_path, folders,
         weights.write_bytes(pickle.dumps(argparse.Namespace(weights=1)))
     else:
         torch.save([torch.zeros(2)], weights)
-    result = run_script(SCRIPT, "-r", real, "-g", generated, "--weights", weights, "--num-workers", 0, "--dims", 64)
+    result = run_fid("-r", real, "-g", generated, "--weights", weights, "--num-workers", 0, "--dims", 64)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: not an FID Inception weights file: "), result.stderr
@@ -188,7 +214,7 @@ def test_a_weights_file_of_another_kind_says_what_is_expected(tmp_path, folders,
 
 
 def test_help_and_docs_name_every_flag():
-    help_text = run_script(SCRIPT, "--help").stdout
+    help_text = run_here(SCRIPT, "--help").stdout
     docs = (ROOT / "docs" / "steps.md").read_text()
     for flag in ["--real", "--generated", "--dims", "--batch-size", "--num-workers", "--device", "--weights", "--output", "--overwrite", "--debug"]:
         assert flag in help_text and flag in docs, flag
