@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from cocoaug.records import load_records
-from tests.helpers.scripts import ROOT, run_script
+from tests.helpers.scripts import run_here
 from tests.helpers.stage_inputs import write_coco
 
 SCRIPT = "generate_prompt_blip2.py"
@@ -24,9 +24,8 @@ def blip2(tiny_models) -> Path:
     return tiny_models / "blip2"
 
 
-def caption(sample, out, model, *flags, cwd=ROOT):
-    result = run_script(SCRIPT, "-i", sample / "images", "-a", sample / "annotations.json", "-o", out,
-                        "--model", model, *FAST, *flags, cwd=cwd)
+def caption(sample, out, model, *flags):
+    result = run_here(SCRIPT, "-i", sample / "images", "-a", sample / "annotations.json", "-o", out, "--model", model, *FAST, *flags)
     assert result.returncode == 0, result.stderr
     return result
 
@@ -85,7 +84,10 @@ def test_interrupted_run_resumes_from_the_partial_file(sample_dataset, blip2, ba
     expected = texts(batched_run / "blip2.json")
     expected[first[0]["image_id"]] = "a cached caption"
     assert texts(out / "blip2.json") == expected
-    other = caption(sample_dataset, tmp_path / "other", blip2, *MANY, "--prompt", "a photo of")
+    # Captions made with another prompt are not reused.
+    (tmp_path / "other").mkdir()
+    shutil.copy(out / "blip2.partial.jsonl", tmp_path / "other")
+    other = caption(sample_dataset, tmp_path / "other", blip2, *MANY, "--prompt", "a photo of", "--limit", "2")
     assert "reused from blip2.partial.jsonl         0" in other.stdout
 
 
@@ -95,7 +97,7 @@ def test_size_in_annotations_that_disagrees_with_the_file_is_corrected(sample_da
     image["width"], image["height"] = 512, 384
     annotations = tmp_path / "annotations.json"
     annotations.write_text(json.dumps(coco))
-    result = run_script(SCRIPT, "-i", sample_dataset / "images", "-a", annotations, "-o", tmp_path / "out",
+    result = run_here(SCRIPT, "-i", sample_dataset / "images", "-a", annotations, "-o", tmp_path / "out",
                         "--model", blip2, *FAST, "--missing-label", "keep")
     assert result.returncode == 0, result.stderr
     assert "the annotation file says 512x384, the file is 256x256" in result.stderr
@@ -111,12 +113,12 @@ def test_missing_files_are_listed_in_one_error_or_skipped(blip2, tmp_path):
     annotations = write_coco(tmp_path, pictures)
     images = tmp_path / "images"
     images.mkdir()
-    result = run_script(SCRIPT, "-i", images, "-a", annotations, "-o", tmp_path / "out", "--model", blip2, *FAST)
+    result = run_here(SCRIPT, "-i", images, "-a", annotations, "-o", tmp_path / "out", "--model", blip2, *FAST)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert result.stderr.startswith("error: 25 image file(s) not found")
     assert "missing_01.jpg" in result.stderr and "missing_10.jpg" in result.stderr
     assert "missing_11.jpg" not in result.stderr and "and 15 more" in result.stderr
-    skipped = run_script(SCRIPT, "-i", images, "-a", annotations, "-o", tmp_path / "out", "--model", blip2, *FAST, "--skip-missing")
+    skipped = run_here(SCRIPT, "-i", images, "-a", annotations, "-o", tmp_path / "out", "--model", blip2, *FAST, "--skip-missing")
     assert skipped.returncode == 0, skipped.stderr
     assert "skipped: missing image file" in skipped.stdout and "25" in skipped.stdout
     assert json.loads((tmp_path / "out" / "blip2_post.json").read_text()) == []
@@ -128,10 +130,10 @@ def test_corrupt_image_stops_with_its_name_or_is_skipped(sample_dataset, blip2, 
     coco = json.loads((sample_dataset / "annotations.json").read_text())
     target = images / next(i["file_name"] for i in coco["images"] if i["id"] == 101)
     target.write_bytes(target.read_bytes()[:300])  # a truncated JPEG
-    result = run_script(SCRIPT, "-i", images, "-a", sample_dataset / "annotations.json", "-o", tmp_path / "out", "--model", blip2, *FAST)
+    result = run_here(SCRIPT, "-i", images, "-a", sample_dataset / "annotations.json", "-o", tmp_path / "out", "--model", blip2, *FAST)
     assert result.returncode == 2 and "cannot read image" in result.stderr and target.name in result.stderr
     assert "Traceback" not in result.stderr
-    skipped = run_script(SCRIPT, "-i", images, "-a", sample_dataset / "annotations.json", "-o", tmp_path / "out",
+    skipped = run_here(SCRIPT, "-i", images, "-a", sample_dataset / "annotations.json", "-o", tmp_path / "out",
                          "--model", blip2, *FAST, "--skip-missing")
     assert skipped.returncode == 0, skipped.stderr
     assert "skipped: unreadable image" in skipped.stdout
@@ -146,7 +148,7 @@ def test_file_names_escaping_the_image_folder_are_refused(blip2, tmp_path, file_
     annotations = write_coco(tmp_path, {1: (file_name, 64, 48, [(3, [5, 5, 20, 20], 0)])})
     images = tmp_path / "images"
     images.mkdir()
-    result = run_script(SCRIPT, "-i", images, "-a", annotations, "-o", tmp_path / "out", "--model", blip2, *FAST)
+    result = run_here(SCRIPT, "-i", images, "-a", annotations, "-o", tmp_path / "out", "--model", blip2, *FAST)
     assert result.returncode == 2 and message in result.stderr and file_name in result.stderr
 
 
@@ -158,7 +160,7 @@ def test_model_errors_are_user_errors(sample_dataset, tiny_models, tmp_path):
         (["--model", tiny_models / "blip2", "--load-in-8bit"], "error: --load-in-8bit needs the bitsandbytes package"),
     ]
     for flags, message in cases:
-        result = run_script(SCRIPT, *base, *flags)
+        result = run_here(SCRIPT, *base, *flags)
         assert result.returncode == 2 and result.stderr.startswith(message), result.stderr
         assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert not (tmp_path / "out" / "blip2.json").exists()
@@ -167,11 +169,11 @@ def test_model_errors_are_user_errors(sample_dataset, tiny_models, tmp_path):
 def test_dtype_and_device_flags(sample_dataset, blip2, tmp_path):
     base = ["-i", sample_dataset / "images", "-a", sample_dataset / "annotations.json", "--model", blip2,
             "--max-new-tokens", "4", "--limit", "2"]
-    result = run_script(SCRIPT, *base, "-o", tmp_path / "bf16", "--dtype", "bfloat16", "--device", "auto", "--batch-size", "2")
+    result = run_here(SCRIPT, *base, "-o", tmp_path / "bf16", "--dtype", "bfloat16", "--device", "auto", "--batch-size", "2")
     assert result.returncode == 0, result.stderr
     assert len(load_records(tmp_path / "bf16" / "blip2.json")) == 2
     import torch
 
     if not torch.cuda.is_available():
-        missing = run_script(SCRIPT, *base, "-o", tmp_path / "cuda", "--device", "cuda")
+        missing = run_here(SCRIPT, *base, "-o", tmp_path / "cuda", "--device", "cuda")
         assert missing.returncode == 2 and missing.stderr.startswith("error: CUDA is not available"), missing.stderr

@@ -1,6 +1,6 @@
 """Stage 1 under torchrun: two processes split the captioning, and the first writes what a one-process run writes."""
 
-from tests.helpers.scripts import ROOT, run_python, run_script
+from tests.helpers.scripts import ROOT, run_here, run_python
 
 SCRIPT = "generate_prompt_blip2.py"
 FAST = ["--max-new-tokens", "8", "--device", "cpu", "--dtype", "float32", "--num-workers", "0"]
@@ -10,7 +10,7 @@ MANY = ["--allow-multi-category", "--max-objects", "10"]  # most of the sample s
 def test_two_processes_write_the_files_of_one(sample_dataset, tiny_models, tmp_path):
     common = ["-i", sample_dataset / "images", "-a", sample_dataset / "annotations.json", "--model", tiny_models / "blip2",
               *FAST, *MANY, "--batch-size", "2"]
-    one = run_script(SCRIPT, *common, "-o", tmp_path / "one")
+    one = run_here(SCRIPT, *common, "-o", tmp_path / "one")  # only the torchrun run is about the command line
     assert one.returncode == 0, one.stderr
     two = run_python("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", ROOT / SCRIPT, *common, "-o", tmp_path / "two",
                      timeout=600)

@@ -19,11 +19,12 @@ from PIL import Image
 from cocoaug.picks import read_picks
 from cocoaug.quality import Detection, Thresholds, judge
 from cocoaug.scores import read_scores
-from tests.helpers.scripts import ROOT, run_python, run_script
+from tests.helpers.scripts import ROOT, run_here, run_python, run_script
 
 SCRIPT = "score_images.py"
 DETECTORS = ["owlv2", "grounding-dino"]
 LENIENT = ["--min-iou", "0", "--min-detector-score", "0.05", "--min-region-clip", "-1", "--max-extra-objects", "1000"]
+LONG_LABEL = "very large brown and white spotted dog with a red collar sitting quietly"  # 13 words: over 16 tokens
 
 
 def score_flags(out: Path, models: Path, detector: str, *extra) -> list[str]:
@@ -32,7 +33,8 @@ def score_flags(out: Path, models: Path, detector: str, *extra) -> list[str]:
 
 
 def run_score(*flags) -> subprocess.CompletedProcess:
-    return run_script(SCRIPT, *flags, timeout=600)
+    """The stage in this process: only the tests about a child (SIGKILL, torchrun, its environment) start one."""
+    return run_here(SCRIPT, *flags)
 
 
 def copy_outputs(stage_outputs: Path, target: Path) -> Path:
@@ -305,26 +307,26 @@ def test_the_generators_safety_checker_runs_and_a_flagged_picture_fails_with_nsf
     out = copy_outputs(stage_outputs, tmp_path / "out")
     generator = tiny_models / "gligen-generation"
     set_manifest_model(out / "generation", generator)
-    flags = score_flags(out, tiny_models, "owlv2", "--mode", "generation", *LENIENT)
+    flags = score_flags(out, tiny_models, "owlv2", "--mode", "generation", "--limit", "3", *LENIENT)  # 3 pictures: flagged or not, all alike
 
     result = run_score(*flags)  # the generator's own checker, which flags nothing
     assert result.returncode == 0, result.stderr
     scores = read_scores(out / "generation")
-    assert len(scores) == 8 and all(e["nsfw"] is False and e["safety_checker"] == str(generator) for e in scores.values())
-    assert "safety checker: 0 of 8 checked pictures flagged" in result.stdout
+    assert len(scores) == 3 and all(e["nsfw"] is False and e["safety_checker"] == str(generator) for e in scores.values())
+    assert "safety checker: 0 of 3 checked pictures flagged" in result.stdout
     passed = {name for name, e in scores.items() if e["passed"]}
     assert passed
 
     result = run_score(*flags, "--safety-checker", tiny_models / "safety-checker-flags-all")
     assert result.returncode == 0, result.stderr
-    assert "scored 8, reused 0" in result.stdout  # another checker: measured again
-    assert "safety checker: 8 of 8 checked pictures flagged" in result.stdout
+    assert "scored 3, reused 0" in result.stdout  # another checker: measured again
+    assert "safety checker: 3 of 3 checked pictures flagged" in result.stdout
     flagged = read_scores(out / "generation")
     assert all(e["nsfw"] is True and e["reasons"][0] == "nsfw" and not e["passed"] for e in flagged.values())
     assert read_picks(out / "picks_passed.json").picks == []
     with open(out / "scores.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 8 and all(row["passed"] == "False" and orjson.loads(row["reasons"])[0] == "nsfw" for row in rows)
+    assert len(rows) == 3 and all(row["passed"] == "False" and orjson.loads(row["reasons"])[0] == "nsfw" for row in rows)
 
     result = run_score(*flags, "--no-safety-checker")
     assert result.returncode == 0, result.stderr
@@ -336,26 +338,32 @@ def test_the_generators_safety_checker_runs_and_a_flagged_picture_fails_with_nsf
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == f"error: model folder does not exist ({tmp_path / 'no-such-checker'})"
 
 
-def test_a_generator_without_a_safety_checker_is_said_once(stage_outputs, tiny_models, tmp_path):
-    out = copy_outputs(stage_outputs, tmp_path / "out")  # the manifest's model, "tiny", is no folder here
-    result = run_score(*score_flags(out, tiny_models, "owlv2", "--mode", "generation", "--limit", "1"))
-    assert result.returncode == 0, result.stderr
-    assert result.stderr.count("the generator model(s) tiny: not found here or without a safety_checker") == 1
-    assert not any("nsfw" in e for e in read_scores(out / "generation").values())
-
-
-def test_an_owlv2_query_over_16_tokens_is_truncated_with_a_note(stage_outputs, tiny_models, tmp_path):
-    out = copy_outputs(stage_outputs, tmp_path / "out")
+@pytest.fixture(scope="module")
+def unchecked_long_labels(stage_outputs, tiny_models, tmp_path_factory):
+    """(OUT_DIR, its output) of one run on two pictures whose generator, "tiny" in the manifest, is no folder
+    here, and whose labels are all one label too long for OWLv2's 16 tokens."""
+    out = copy_outputs(stage_outputs, tmp_path_factory.mktemp("unchecked") / "out")
     records = orjson.loads((out / "blip2_post.json").read_bytes())
-    long_label = "very large brown and white spotted dog with a red collar sitting quietly"  # 13 words: over 16 tokens
-    records = [{**r, "labels": [long_label] * len(r["labels"]), "label": long_label} for r in records]
+    records = [{**r, "labels": [LONG_LABEL] * len(r["labels"]), "label": LONG_LABEL} for r in records]
     (out / "blip2_post.json").write_bytes(orjson.dumps(records))
     result = run_score(*score_flags(out, tiny_models, "owlv2", "--mode", "generation", "--limit", "2"))
     assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_a_generator_without_a_safety_checker_is_said_once(unchecked_long_labels):
+    out, result = unchecked_long_labels
+    assert result.stderr.count("the generator model(s) tiny: not found here or without a safety_checker") == 1
+    scores = read_scores(out / "generation")
+    assert len(scores) == 2 and not any("nsfw" in e or "safety_checker" in e for e in scores.values())
+
+
+def test_an_owlv2_query_over_16_tokens_is_truncated_with_a_note(unchecked_long_labels):
+    out, result = unchecked_long_labels
     assert "Traceback" not in result.stderr
     assert "1 OWLv2 query(s) are longer than the model's 16 tokens and are truncated" in result.stderr
     scores = read_scores(out / "generation")
-    assert len(scores) == 2 and all(b["label"] == long_label for e in scores.values() for b in e["boxes"])
+    assert len(scores) == 2 and all(b["label"] == LONG_LABEL for e in scores.values() for b in e["boxes"])
 
 
 def test_a_hub_generator_offline_is_one_error_line_naming_the_safety_checker_flags(stage_outputs, tiny_models, tmp_path):
