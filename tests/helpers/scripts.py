@@ -52,6 +52,8 @@ def run_here(script, *args, env=None) -> subprocess.CompletedProcess:
     saved = root.level, [lg.level for lg in loggers], dict(os.environ), sys.argv
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    for logger in loggers:  # as in a new process: not the DEBUG an earlier --debug run in this process left
+        logger.setLevel(logging.NOTSET)
     os.environ.update({k: str(v) for k, v in (env or {}).items()})
     sys.argv = [str(ROOT / script), *argv]
     code = 0
