@@ -24,6 +24,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.models)
 
 
+@pytest.fixture(autouse=True)
+def torch_grad_mode_on():
+    """Every test starts with torch's gradients on, as a new process has them: a stage run in this
+    process (run_here, also in a module fixture) may switch them off for the process, as stage 1
+    does for its own run."""
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_grad_enabled(True)
+    yield
+
+
 def built_once(tmp_path_factory, name: str, build) -> Path:
     """The path that ``build(folder)`` returns for a new empty FOLDER, built once per test run.
 
