@@ -25,14 +25,19 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
-def torch_grad_mode_on():
-    """Every test starts with torch's gradients on, as a new process has them: a stage run in this
-    process (run_here, also in a module fixture) may switch them off for the process, as stage 1
-    does for its own run."""
+def as_in_a_new_process():
+    """Every test starts with torch's gradients on and the project's loggers at their default level,
+    as a new process has them: a run in this process (run_here or run_cli, also in a module fixture)
+    may have switched gradients off (stage 1 does for its run) or left --debug's DEBUG level."""
+    import logging
     import sys
+
+    from cocoaug.runtime import PROJECT_LOGGERS
 
     if "torch" in sys.modules:
         sys.modules["torch"].set_grad_enabled(True)
+    for name in PROJECT_LOGGERS + (Path(sys.argv[0]).stem,):
+        logging.getLogger(name).setLevel(logging.NOTSET)
     yield
 
 

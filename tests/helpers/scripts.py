@@ -41,14 +41,14 @@ def run_here(script, *args, env=None) -> subprocess.CompletedProcess:
     variables are set for the run only. Faster than a child by the imports the child would redo;
     a test about the command line itself (signals, torchrun, the environment a child sees) uses
     run_script."""
-    from cocoaug.runtime import run_cli
+    from cocoaug.runtime import PROJECT_LOGGERS, run_cli
 
     module = script_module(script)
     argv = [str(a) for a in args]
     out, err = io.StringIO(), io.StringIO()
     handler = logging.StreamHandler(err)
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-    root, loggers = logging.getLogger(), [logging.getLogger(n) for n in ("cocoaug", "__main__", module.__name__)]
+    root, loggers = logging.getLogger(), [logging.getLogger(n) for n in PROJECT_LOGGERS + (module.__name__,)]
     saved = root.level, [lg.level for lg in loggers], dict(os.environ), sys.argv
     root.addHandler(handler)
     root.setLevel(logging.INFO)

@@ -2,18 +2,15 @@
 
 import argparse
 import errno
-import logging
 import os
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from cocoaug.errors import UserError
 from cocoaug.cli import add_debug
-from cocoaug.runtime import PROJECT_LOGGERS, run_cli
+from cocoaug.runtime import run_cli
 from tests.helpers.scripts import run_script
 
 
@@ -47,16 +44,10 @@ def test_out_of_gpu_memory_names_the_batch_size(capsys):
 
 
 def test_debug_keeps_the_traceback_and_bugs_always_do():
-    loggers = [logging.getLogger(name) for name in PROJECT_LOGGERS + (Path(sys.argv[0]).stem,)]
-    levels = [logger.level for logger in loggers]
-    try:
-        with pytest.raises(torch.cuda.OutOfMemoryError):
-            run_cli(raising(torch.cuda.OutOfMemoryError("CUDA out of memory")), parser_with_batch_size(), ["--debug"])
-        with pytest.raises(UserError):
-            run_cli(raising(UserError("bad")), parser_with_batch_size(), ["--debug"])
-    finally:  # --debug set these loggers to DEBUG in this process: the later tests get them back as they were
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        run_cli(raising(torch.cuda.OutOfMemoryError("CUDA out of memory")), parser_with_batch_size(), ["--debug"])
+    with pytest.raises(UserError):
+        run_cli(raising(UserError("bad")), parser_with_batch_size(), ["--debug"])
     with pytest.raises(ZeroDivisionError):
         run_cli(raising(ZeroDivisionError()), parser_with_batch_size(), [])
 
